@@ -1,0 +1,34 @@
+"""The `churnops` command line.
+
+Heavy libraries (Feast, MLflow, Evidently) are imported inside the commands that
+need them, so `churnops --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from churnops.commands import data
+
+app = typer.Typer(
+    name="churnops",
+    help="Feature-store-centric MLOps for customer churn: contracts, Feast features, MLflow models, "
+    "drift-gated promotion and online serving.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+
+@app.callback()
+def main() -> None:
+    """churnops: every command takes --home (env CHURNOPS_HOME) to choose the workspace."""
+
+
+for module in (data,):
+    module.register(app)
+
+
+if __name__ == "__main__":
+    app()
