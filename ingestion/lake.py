@@ -1,0 +1,100 @@
+"""The lake: accepted rows as Parquet, one folder per source, partitioned by date.
+
+Layout: `<lake>/<source>/date=YYYY-MM-DD/data.parquet`. A partition file is always
+rewritten whole and swapped in with a rename, so a reader never sees half a write and
+re-running a write with the same rows leaves the same bytes.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+PARTITION_PREFIX = "date="
+PARTITION_FILE = "data.parquet"
+
+
+def source_dir(lake_dir: Path, source: str) -> Path:
+    """The folder holding one source's partitions."""
+    return lake_dir / source
+
+
+def source_glob(lake_dir: Path, source: str) -> str:
+    """A glob over every partition file of a source, for DuckDB's `read_parquet`."""
+    return str(source_dir(lake_dir, source) / f"{PARTITION_PREFIX}*" / PARTITION_FILE)
+
+
+def partition_path(lake_dir: Path, source: str, day: str) -> Path:
+    """The file of one partition; `day` is `YYYY-MM-DD`."""
+    return source_dir(lake_dir, source) / f"{PARTITION_PREFIX}{day}" / PARTITION_FILE
+
+
+def partition_days(frame: pd.DataFrame, partition_column: str) -> pd.Series:
+    """The `YYYY-MM-DD` partition of every row, from a datetime or date column (UTC)."""
+    values = pd.to_datetime(frame[partition_column], utc=True)
+    return values.dt.strftime("%Y-%m-%d")
+
+
+def list_partitions(lake_dir: Path, source: str) -> list[str]:
+    """The days that have a partition file, sorted."""
+    folder = source_dir(lake_dir, source)
+    if not folder.is_dir():
+        return []
+    return sorted(
+        p.name.removeprefix(PARTITION_PREFIX)
+        for p in folder.iterdir()
+        if p.name.startswith(PARTITION_PREFIX) and (p / PARTITION_FILE).is_file()
+    )
+
+
+def read_partition(lake_dir: Path, source: str, day: str) -> pd.DataFrame | None:
+    """One partition as a DataFrame, or None when it does not exist."""
+    path = partition_path(lake_dir, source, day)
+    return pq.read_table(path).to_pandas() if path.is_file() else None
+
+
+def read_source(lake_dir: Path, source: str, *, schema: pa.Schema | None = None) -> pd.DataFrame:
+    """Every row of a source, partitions in day order.
+
+    Args:
+        lake_dir: The lake's root folder.
+        source: The source name, e.g. `usage_events`.
+        schema: The schema to return when the source has no partitions yet.
+
+    Returns:
+        The rows; an empty frame (with `schema`'s columns when given) when there are none.
+    """
+    days = list_partitions(lake_dir, source)
+    if not days:
+        return schema.empty_table().to_pandas() if schema is not None else pd.DataFrame()
+    tables = [pq.read_table(partition_path(lake_dir, source, day)) for day in days]
+    return pa.concat_tables(tables, promote_options="default").to_pandas()
+
+
+def write_partition(lake_dir: Path, source: str, day: str, frame: pd.DataFrame) -> Path:
+    """Replace one partition with `frame`, atomically (write a temporary file, then rename).
+
+    Args:
+        lake_dir: The lake's root folder.
+        source: The source name.
+        day: The partition, `YYYY-MM-DD`.
+        frame: The partition's complete contents.
+
+    Returns:
+        The partition file.
+    """
+    path = partition_path(lake_dir, source, day)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    table = pa.Table.from_pandas(frame.reset_index(drop=True), preserve_index=False)
+    try:
+        pq.write_table(table, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
