@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from churnops.commands import data, features, ingest, monitoring, serving, training
+from churnops.commands import data, demo, features, ingest, monitoring, serving, training
 
 app = typer.Typer(
     name="churnops",
@@ -26,7 +26,7 @@ def main() -> None:
     """churnops: every command takes --home (env CHURNOPS_HOME) to choose the workspace."""
 
 
-for module in (data, ingest, features, training, monitoring, serving):
+for module in (data, ingest, features, training, monitoring, serving, demo):
     module.register(app)
 
 
