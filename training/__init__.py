@@ -1,0 +1,1 @@
+"""Training: labels, out-of-time split, models, MLflow runs and registered versions."""
