@@ -1,8 +1,147 @@
-"""Commands for the online prediction service."""
+"""Commands for the online prediction service: `churnops serve` and `churnops keys`."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated
+
 import typer
+from rich.table import Table
+
+from churnops.commands.common import HomeOption, console, fail, workspace
+from churnops.settings import Workspace
+
+keys_app = typer.Typer(help="API keys for the feature contract's approved consumers (stored hashed).")
+
+
+def keys_file(ws: Workspace) -> Path:
+    """Where a workspace keeps its hashed API keys.
+
+    Args:
+        ws: The workspace.
+
+    Returns:
+        The keys file's path.
+    """
+    return ws.data / "serving" / "api_keys.json"
+
+
+def serve(
+    home: HomeOption = None,
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="TCP port.")] = 8000,
+    shadow: Annotated[
+        bool | None,
+        typer.Option(
+            "--shadow/--no-shadow",
+            help="Also score @challenger and log both (default: the contract's serving.shadow_reads).",
+            show_default=False,
+        ),
+    ] = None,
+    require_keys: Annotated[
+        bool,
+        typer.Option("--require-keys", help="Answer 401 to prediction requests without a valid X-API-Key."),
+    ] = False,
+    poll_interval: Annotated[
+        float, typer.Option(min=0.1, help="Seconds between checks of where the model aliases point.")
+    ] = 5.0,
+) -> None:
+    """Serve churn predictions over HTTP (Feast online features + the @champion model).
+
+    OpenAPI docs at /docs; Prometheus metrics at /metrics.
+    """
+    ws = workspace(home)
+    from pydantic import ValidationError
+
+    from contracts.feature_contract import load_feature_contract
+    from serving.settings import ServingSettings
+
+    contract = load_feature_contract()
+    try:
+        settings = ServingSettings(
+            predictions_dir=ws.predictions,
+            keys_file=keys_file(ws),
+            require_keys=require_keys,
+            shadow=contract.serving.shadow_reads if shadow is None else shadow,
+            poll_interval_s=poll_interval,
+        )
+    except ValidationError as exc:
+        raise fail(f"invalid serving settings: {exc}") from exc
+    if require_keys:
+        from serving.keys import load_key_hashes
+
+        try:
+            hashes = load_key_hashes(keys_file=settings.keys_file)  # type: ignore[arg-type]
+        except ValueError as exc:
+            raise fail(str(exc)) from exc
+        if not hashes:
+            raise fail(
+                f"--require-keys is on but {settings.keys_file} holds no keys: run "
+                "`churnops keys create CONSUMER` first"
+            )
+    import uvicorn
+    from features.store import open_store
+
+    from serving.app import create_app
+
+    try:
+        store = open_store(home=ws.home)
+    except Exception as exc:
+        raise fail(
+            f"cannot open the Feast feature store under {ws.feast}: {exc}. Run `churnops materialize` first."
+        ) from exc
+    app = create_app(store=store, tracking_uri=ws.tracking_uri, settings=settings, contract=contract)
+    console.print(
+        f"serving on http://{host}:{port} (docs /docs, metrics /metrics); shadow "
+        f"{'on' if settings.shadow else 'off'}, API keys {'required' if require_keys else 'off'}; "
+        f"prediction log {ws.predictions}",
+        highlight=False,
+    )
+    uvicorn.run(
+        app, host=host, port=port, access_log=False, log_level="warning", loop="uvloop", http="httptools"
+    )
+
+
+@keys_app.command("create")
+def create_key_command(
+    consumer: Annotated[str, typer.Argument(help="An approved consumer from the feature contract.")],
+    home: HomeOption = None,
+) -> None:
+    """Create an API key for an approved consumer; the key is printed once and stored only hashed."""
+    ws = workspace(home)
+    from contracts.feature_contract import load_feature_contract
+    from serving.keys import create_key
+
+    contract = load_feature_contract()
+    path = keys_file(ws)
+    try:
+        key = create_key(
+            keys_file=path, consumer=consumer, approved_consumers=contract.privacy.approved_consumers
+        )
+    except ValueError as exc:
+        raise fail(str(exc)) from exc
+    console.print(f"API key for [bold]{consumer}[/] (shown once; its SHA-256 is in {path}):", highlight=False)
+    console.print(key, highlight=False, soft_wrap=True)
+
+
+@keys_app.command("list")
+def list_keys_command(home: HomeOption = None) -> None:
+    """List the consumers holding API keys (hashes only)."""
+    ws = workspace(home)
+    from serving.keys import load_key_hashes
+
+    path = keys_file(ws)
+    try:
+        hashes = load_key_hashes(keys_file=path)
+    except ValueError as exc:
+        raise fail(str(exc)) from exc
+    if not hashes:
+        console.print(f"no API keys in {path}; create one with `churnops keys create CONSUMER`")
+        return
+    table = Table("consumer", "sha256 (prefix)")
+    for digest, consumer in sorted(hashes.items(), key=lambda kv: kv[1]):
+        table.add_row(consumer, digest[:16])
+    console.print(table)
 
 
 def register(app: typer.Typer) -> None:
@@ -11,3 +150,5 @@ def register(app: typer.Typer) -> None:
     Args:
         app: The root Typer application.
     """
+    app.command("serve")(serve)
+    app.add_typer(keys_app, name="keys")

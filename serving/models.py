@@ -1,0 +1,254 @@
+"""The champion (and challenger) model, loaded from the MLflow registry and swapped when aliases move.
+
+A request reads `ModelWatcher.current` once and uses that `ModelSet` to the end, so swapping
+the attribute (atomic in Python) never changes the model under a request in flight, and a
+new version is fully loaded before anyone can see it.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import numpy as np
+import pandas as pd
+
+log = logging.getLogger(__name__)
+
+NO_CHAMPION_HINT = "run `churnops train` then `churnops promote` to register and promote a model"
+
+
+class ModelLoadError(RuntimeError):
+    """A registered model version cannot be served (unreadable, or needs columns we lack)."""
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """One registered model version, ready to score.
+
+    Attributes:
+        name: The registered model's name.
+        version: The model version (MLflow versions are strings of digits).
+        model: The fitted scikit-learn estimator (a Pipeline taking a DataFrame).
+        input_columns: The columns the model takes, in its signature's order.
+    """
+
+    name: str
+    version: str
+    model: Any
+    input_columns: tuple[str, ...]
+
+    def predict(self, frame: pd.DataFrame) -> np.ndarray:
+        """Churn probabilities of the frame's rows.
+
+        Args:
+            frame: Holds at least `input_columns`.
+
+        Returns:
+            The positive-class probability per row.
+        """
+        return self.model.predict_proba(frame[list(self.input_columns)])[:, 1]
+
+
+@dataclass(frozen=True)
+class ModelSet:
+    """What the aliases resolved to at one refresh.
+
+    Attributes:
+        champion: The model answering requests, or None when there is no champion yet.
+        challenger: The model scored in shadow mode, or None.
+    """
+
+    champion: LoadedModel | None
+    challenger: LoadedModel | None
+
+
+def load_version(*, tracking_uri: str, name: str, version: str, available: list[str]) -> LoadedModel:
+    """Load one registered version and check that the online features cover its inputs.
+
+    Args:
+        tracking_uri: The MLflow tracking (and registry) URI.
+        name: The registered model's name.
+        version: The version to load.
+        available: The columns online serving can provide.
+
+    Returns:
+        The loaded model.
+
+    Raises:
+        ModelLoadError: When the version cannot be loaded or needs columns serving lacks.
+    """
+    import mlflow
+    import mlflow.sklearn
+    from mlflow.models import Model
+
+    uri = f"models:/{name}/{version}"
+    with tempfile.TemporaryDirectory(prefix="churnops-model-") as tmp:
+        try:
+            local = mlflow.artifacts.download_artifacts(
+                artifact_uri=uri, dst_path=tmp, tracking_uri=tracking_uri
+            )
+            signature = Model.load(Path(local) / "MLmodel").signature
+            model = mlflow.sklearn.load_model(local)
+        except Exception as exc:
+            raise ModelLoadError(f"cannot load {uri}: {exc}") from exc
+    if signature is not None and signature.inputs is not None and signature.inputs.has_input_names():
+        columns = [str(c) for c in signature.inputs.input_names()]
+    elif hasattr(model, "feature_names_in_"):
+        columns = [str(c) for c in model.feature_names_in_]
+    else:
+        columns = list(available)
+    missing = [c for c in columns if c not in available]
+    if missing:
+        raise ModelLoadError(
+            f"{uri} needs input columns {missing} that the online features do not provide "
+            f"(available: {available})"
+        )
+    if not hasattr(model, "predict_proba"):
+        raise ModelLoadError(f"{uri} is a {type(model).__name__}, which has no predict_proba")
+    return LoadedModel(name=name, version=str(version), model=model, input_columns=tuple(columns))
+
+
+def _sqlite_store_missing(tracking_uri: str) -> bool:
+    # Asking MLflow about a SQLite store that does not exist yet would create it (and race any
+    # `churnops train` creating it at the same time): treat it as "no model yet" instead.
+    parsed = urlparse(tracking_uri)
+    if parsed.scheme != "sqlite":
+        return False
+    path = tracking_uri[len("sqlite:///") :]
+    return bool(path) and path != ":memory:" and not Path(path).exists()
+
+
+class ModelWatcher:
+    """Resolves the aliases, loads what they point to, and polls for moves in a background thread.
+
+    Args:
+        tracking_uri: The MLflow tracking (and registry) URI.
+        model_name: The registered model.
+        champion_alias: The alias answering requests.
+        challenger_alias: The alias scored in shadow mode.
+        with_challenger: Load the challenger too (shadow mode).
+        available_columns: The columns online serving can provide.
+        interval_s: Seconds between polls.
+        on_change: Called with the new `ModelSet` after every swap.
+        on_error: Called with a message when a refresh fails (the previous models stay).
+    """
+
+    def __init__(
+        self,
+        *,
+        tracking_uri: str,
+        model_name: str,
+        champion_alias: str,
+        challenger_alias: str,
+        with_challenger: bool,
+        available_columns: list[str],
+        interval_s: float,
+        on_change: Callable[[ModelSet], None] | None = None,
+        on_error: Callable[[str], None] | None = None,
+    ) -> None:
+        self._uri = tracking_uri
+        self._name = model_name
+        self._aliases = (champion_alias, challenger_alias)
+        self._with_challenger = with_challenger
+        self._available = list(available_columns)
+        self._interval = interval_s
+        self._on_change = on_change
+        self._on_error = on_error
+        self._current = ModelSet(champion=None, challenger=None)
+        self._last_error: str | None = None
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def current(self) -> ModelSet:
+        """The models to use now; read it once per request."""
+        return self._current
+
+    @property
+    def last_error(self) -> str | None:
+        """The last refresh's error, or None when it succeeded."""
+        return self._last_error
+
+    def _resolve(self, alias: str) -> str | None:
+        from mlflow import MlflowClient
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return str(
+                MlflowClient(tracking_uri=self._uri).get_model_version_by_alias(self._name, alias).version
+            )
+        except MlflowException as exc:
+            if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+                return None
+            raise
+
+    def _load(self, version: str | None, cache: dict[str, LoadedModel]) -> LoadedModel | None:
+        if version is None:
+            return None
+        if version not in cache:
+            cache[version] = load_version(
+                tracking_uri=self._uri, name=self._name, version=version, available=self._available
+            )
+        return cache[version]
+
+    def refresh(self) -> bool:
+        """Resolve the aliases once and swap in what they point to.
+
+        Returns:
+            True when the champion or challenger changed.
+
+        Raises:
+            ModelLoadError: When a version cannot be served (the previous models stay).
+            MlflowException: When the registry cannot be read.
+        """
+        with self._lock:
+            if _sqlite_store_missing(self._uri):
+                champion_v = challenger_v = None
+            else:
+                champion_v = self._resolve(self._aliases[0])
+                challenger_v = self._resolve(self._aliases[1]) if self._with_challenger else None
+            old = self._current
+            cache = {m.version: m for m in (old.champion, old.challenger) if m is not None}
+            new = ModelSet(champion=self._load(champion_v, cache), challenger=self._load(challenger_v, cache))
+            changed = new != old
+            if changed:
+                self._current = new
+            self._last_error = None
+        if changed and self._on_change is not None:
+            self._on_change(new)
+        return changed
+
+    def _safe_refresh(self) -> None:
+        try:
+            self.refresh()
+        except Exception as exc:
+            self._last_error = str(exc)
+            log.warning("model refresh failed, keeping the current models: %s", exc)
+            if self._on_error is not None:
+                self._on_error(str(exc))
+
+    def start(self) -> None:
+        """Load the models now, then keep polling in a daemon thread until `stop`."""
+        self._safe_refresh()
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="churnops-model-watcher", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            self._safe_refresh()
+
+    def stop(self) -> None:
+        """Stop polling and wait for the thread (bounded by one refresh)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+            self._thread = None

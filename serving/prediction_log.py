@@ -1,0 +1,226 @@
+"""The append-only prediction log, written by a background thread off the request path.
+
+Each request puts one entry on a bounded queue (never blocking: when the writer has fallen
+that far behind, the entry is dropped and counted). The writer drains the queue in batches,
+scores the challenger on the same features when shadow mode is on (so shadow scoring costs
+the response nothing), and appends the rows to SQLite in one transaction per batch. The log
+is the input of later drift monitoring: one row per customer prediction with its features.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import sqlite_utils
+
+from serving.models import LoadedModel
+
+log = logging.getLogger(__name__)
+
+TABLE = "predictions"
+DB_NAME = "predictions.db"
+_SQL_TYPES = {"int64": int, "float64": float, "object": str, "bool": int}
+
+
+@dataclass
+class LogEntry:
+    """What one request predicted.
+
+    Attributes:
+        request_id: The request's id (also returned in the `X-Request-ID` header).
+        predicted_at: When the request was scored (UTC).
+        customer_ids: The customers, in order.
+        frame: The features the champion scored (one row per customer).
+        statuses: The feature status per customer.
+        snapshot_ts: The online snapshot per customer (None when absent).
+        champion: The model that answered.
+        probabilities: The champion's probability per customer.
+        risk_bands: The risk band per customer.
+        challenger: The model to score in shadow, or None.
+    """
+
+    request_id: str
+    predicted_at: datetime
+    customer_ids: list[str]
+    frame: pd.DataFrame
+    statuses: list[str]
+    snapshot_ts: list[datetime | None]
+    champion: LoadedModel
+    probabilities: list[float]
+    risk_bands: list[str]
+    challenger: LoadedModel | None = None
+
+
+@dataclass
+class LogStats:
+    """Counters of the writer, read by the metrics endpoint.
+
+    Attributes:
+        rows_written: Prediction rows appended to the log.
+        shadow_scored: Rows the challenger scored.
+        entries_dropped: Entries dropped because the queue was full.
+        write_errors: Batches that failed to write.
+    """
+
+    rows_written: int = 0
+    shadow_scored: int = 0
+    entries_dropped: int = 0
+    write_errors: int = 0
+    last_error: str | None = field(default=None)
+
+
+class PredictionLog:
+    """A queue and a writer thread appending predictions to `<folder>/predictions.db`.
+
+    Args:
+        folder: The prediction log's folder (created when missing).
+        feature_columns: The feature columns to log (the contract's features and default flag).
+        feature_dtypes: pandas dtype name per feature column, for the table's column types.
+        flush_interval_s: Longest time an entry waits before it is written.
+        batch_rows: Most rows written in one transaction.
+        max_queue: Most entries waiting; beyond it new entries are dropped and counted.
+    """
+
+    def __init__(
+        self,
+        *,
+        folder: Path,
+        feature_columns: list[str],
+        feature_dtypes: dict[str, str],
+        flush_interval_s: float,
+        batch_rows: int,
+        max_queue: int = 100_000,
+    ) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        self.path = folder / DB_NAME
+        self._columns = list(feature_columns)
+        self._interval = flush_interval_s
+        self._batch_rows = batch_rows
+        self._queue: queue.Queue[LogEntry | None] = queue.Queue(maxsize=max_queue)
+        self._thread: threading.Thread | None = None
+        self.stats = LogStats()
+        db = sqlite_utils.Database(self.path)
+        # WAL lets monitoring read the log while the service appends to it.
+        db.enable_wal()
+        schema: dict[str, Any] = {
+            "request_id": str,
+            "item": int,
+            "predicted_at": str,
+            "customer_id": str,
+            "model_name": str,
+            "model_version": str,
+            "churn_probability": float,
+            "risk_band": str,
+            "feature_status": str,
+            "snapshot_ts": str,
+        }
+        schema.update({c: _SQL_TYPES[feature_dtypes[c]] for c in self._columns})
+        schema.update({"shadow_model_version": str, "shadow_probability": float})
+        db[TABLE].create(schema, if_not_exists=True)
+        db.close()
+
+    def queue_size(self) -> int:
+        """Entries waiting to be written."""
+        return self._queue.qsize()
+
+    def submit(self, entry: LogEntry) -> None:
+        """Queue an entry without blocking; drop and count it when the queue is full.
+
+        Args:
+            entry: The request's predictions.
+        """
+        try:
+            self._queue.put_nowait(entry)
+        except queue.Full:
+            self.stats.entries_dropped += 1
+
+    def start(self) -> None:
+        """Start the writer thread."""
+        self._thread = threading.Thread(target=self._run, name="churnops-prediction-log", daemon=True)
+        self._thread.start()
+
+    def flush(self) -> None:
+        """Block until every entry submitted so far is written (or failed)."""
+        self._queue.join()
+
+    def stop(self) -> None:
+        """Write what is queued, then stop the writer thread."""
+        if self._thread is None:
+            return
+        self._queue.put(None)
+        self._thread.join(timeout=60)
+        self._thread = None
+
+    def _run(self) -> None:
+        db = sqlite_utils.Database(self.path)
+        try:
+            stopping = False
+            while not stopping:
+                try:
+                    first = self._queue.get(timeout=self._interval)
+                except queue.Empty:
+                    continue
+                batch: list[LogEntry | None] = [first]
+                rows = 0 if first is None else len(first.customer_ids)
+                while rows < self._batch_rows:
+                    try:
+                        item = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    batch.append(item)
+                    rows += 0 if item is None else len(item.customer_ids)
+                entries = [e for e in batch if e is not None]
+                stopping = len(entries) < len(batch)
+                try:
+                    self._write(db, entries)
+                except Exception as exc:
+                    self.stats.write_errors += 1
+                    self.stats.last_error = str(exc)
+                    log.exception("prediction log write failed (%d entries lost)", len(entries))
+                finally:
+                    for _ in batch:
+                        self._queue.task_done()
+        finally:
+            db.close()
+
+    def _write(self, db: sqlite_utils.Database, entries: list[LogEntry]) -> None:
+        records: list[dict[str, Any]] = []
+        for entry in entries:
+            shadow_version: str | None = None
+            shadow: list[float | None] = [None] * len(entry.customer_ids)
+            if entry.challenger is not None and entry.challenger.version != entry.champion.version:
+                shadow_version = entry.challenger.version
+                shadow = [float(p) for p in entry.challenger.predict(entry.frame)]
+                self.stats.shadow_scored += len(shadow)
+            features = entry.frame[self._columns].to_dict(orient="records")
+            predicted_at = entry.predicted_at.isoformat()
+            for i, customer_id in enumerate(entry.customer_ids):
+                snapshot = entry.snapshot_ts[i]
+                records.append(
+                    {
+                        "request_id": entry.request_id,
+                        "item": i,
+                        "predicted_at": predicted_at,
+                        "customer_id": customer_id,
+                        "model_name": entry.champion.name,
+                        "model_version": entry.champion.version,
+                        "churn_probability": entry.probabilities[i],
+                        "risk_band": entry.risk_bands[i],
+                        "feature_status": entry.statuses[i],
+                        "snapshot_ts": None if snapshot is None else snapshot.isoformat(),
+                        **features[i],
+                        "shadow_model_version": shadow_version,
+                        "shadow_probability": shadow[i],
+                    }
+                )
+        if records:
+            with db.conn:
+                db[TABLE].insert_all(records, batch_size=1000)
+            self.stats.rows_written += len(records)

@@ -1,0 +1,473 @@
+"""The prediction service over real HTTP: uvicorn on a loopback port, a real Feast online store
+(SQLite) and real models in a temporary MLflow registry."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pandas as pd
+import pytest
+import sqlite_utils
+import uvicorn
+
+from contracts.feature_contract import load_feature_contract
+from serving.app import create_app
+from serving.keys import create_key
+from serving.settings import ServingSettings
+
+CONTRACT = load_feature_contract()
+FLAG = CONTRACT.entity.join.default_flag
+MODEL = "churn-model"
+FRESH = [f"CUST-{i:06d}" for i in range(1, 41)]
+STALE = "CUST-000050"  # 5 h old: past the 2 h freshness bound, within the 1 d TTL
+EXPIRED = "CUST-000060"  # 3 d old: past the TTL, so the contract's defaults apply
+UNKNOWN = "CUST-999999"  # never written to the online store
+WAIT_S = 30
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait_for(check: Callable[[], bool], what: str, timeout: float = WAIT_S) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+@dataclass
+class Setup:
+    home: Path
+    repo: Path
+    tracking_uri: str
+    rows: pd.DataFrame  # what was written to the online store, by customer_id
+    now: datetime
+
+
+def _feast_objects() -> list[Any]:
+    from feast import Entity, FeatureService, FeatureView, Field, FileSource
+    from feast.types import Float64, Int64, String, UnixTimestamp
+    from feast.value_type import ValueType
+
+    types = {"int64": Int64, "float64": Float64, "string": String}
+    customer = Entity(name="customer", join_keys=[CONTRACT.entity.join_key], value_type=ValueType.STRING)
+    source = FileSource(name="customer_profile_source", path="unused.parquet", timestamp_field="snapshot_ts")
+    view = FeatureView(
+        name="customer_profile_30d",
+        entities=[customer],
+        ttl=CONTRACT.time.ttl,
+        schema=[Field(name=f.name, dtype=types[f.dtype]) for f in CONTRACT.features]
+        + [Field(name="snapshot_ts", dtype=UnixTimestamp)],
+        source=source,
+        online=True,
+    )
+    return [customer, view, FeatureService(name="customer_profile_v1", features=[view])]
+
+
+def _open_store(repo: Path) -> Any:
+    from feast import FeatureStore
+
+    return FeatureStore(repo_path=str(repo))
+
+
+def _feature_rows(now: datetime) -> pd.DataFrame:
+    rng = np.random.default_rng(7)
+    ids = [*FRESH, STALE, EXPIRED]
+    n = len(ids)
+    frame = pd.DataFrame({"customer_id": ids})
+    for f in CONTRACT.features:
+        if f.dtype == "int64":
+            frame[f.name] = rng.integers(0, int(min(f.max or 50, 50)) + 1, n).astype("int64")
+        elif f.dtype == "float64":
+            frame[f.name] = np.round(rng.random(n) * min(f.max or 100, 100), 3)
+        else:
+            frame[f.name] = rng.choice(["basic", "pro", "enterprise"], n)
+    ages = [timedelta(minutes=30)] * len(FRESH) + [timedelta(hours=5), timedelta(days=3)]
+    frame["snapshot_ts"] = pd.Series([now - a for a in ages]).astype("datetime64[us, UTC]")
+    return frame
+
+
+def _train(seed: int, c: float) -> Any:
+    from sklearn.compose import ColumnTransformer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+    rng = np.random.default_rng(seed)
+    n = 300
+    x = pd.DataFrame(
+        {
+            f.name: (
+                rng.choice(["basic", "pro", "enterprise"], n)
+                if f.dtype == "string"
+                else rng.integers(0, 50, n).astype(f.dtype)
+            )
+            for f in CONTRACT.features
+        }
+    )
+    y = (x["sessions_30d"] + rng.normal(0, 10, n) < 25).astype(int)
+    pipe = Pipeline(
+        [
+            (
+                "preprocess",
+                ColumnTransformer(
+                    [
+                        ("num", StandardScaler(), CONTRACT.numeric_features),
+                        ("cat", OneHotEncoder(handle_unknown="ignore"), CONTRACT.categorical_features),
+                    ]
+                ),
+            ),
+            ("classifier", LogisticRegression(C=c)),
+        ]
+    )
+    return pipe.fit(x, y), x
+
+
+def _register(tracking_uri: str, artifacts: Path) -> None:
+    import mlflow
+    import mlflow.sklearn
+    from mlflow.models import infer_signature
+
+    mlflow.set_tracking_uri(tracking_uri)
+    experiment = mlflow.create_experiment("serving-tests", artifact_location=artifacts.as_uri())
+    for seed, c in ((1, 1.0), (2, 0.01)):
+        model, x = _train(seed, c)
+        with mlflow.start_run(experiment_id=experiment):
+            mlflow.sklearn.log_model(
+                model,
+                name="model",
+                signature=infer_signature(x, model.predict_proba(x)[:, 1]),
+                registered_model_name=MODEL,
+                pip_requirements=["scikit-learn"],
+            )
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory) -> Setup:
+    from mlflow import MlflowClient
+
+    home = tmp_path_factory.mktemp("serving-home")
+    repo = home / "feature_repo"
+    repo.mkdir()
+    feast_dir = home / "data" / "feast"
+    feast_dir.mkdir(parents=True)
+    (repo / "feature_store.yaml").write_text(
+        "project: churnops\n"
+        f"registry: {feast_dir / 'registry.db'}\n"
+        "provider: local\n"
+        f"online_store:\n  type: sqlite\n  path: {feast_dir / 'online_store.db'}\n"
+        "offline_store:\n  type: duckdb\n"
+        "entity_key_serialization_version: 3\n"
+    )
+    store = _open_store(repo)
+    store.apply(_feast_objects())
+    # Feast keeps UnixTimestamp features to the second; real snapshots sit on whole boundaries.
+    now = datetime.now(UTC).replace(microsecond=0)
+    rows = _feature_rows(now)
+    store.write_to_online_store("customer_profile_30d", rows)
+    tracking_uri = f"sqlite:///{home / 'mlruns' / 'mlflow.db'}"
+    (home / "mlruns").mkdir()
+    _register(tracking_uri, home / "mlruns" / "artifacts")
+    client = MlflowClient(tracking_uri=tracking_uri)
+    client.set_registered_model_alias(MODEL, "champion", "1")
+    client.set_registered_model_alias(MODEL, "challenger", "2")
+    return Setup(home=home, repo=repo, tracking_uri=tracking_uri, rows=rows.set_index("customer_id"), now=now)
+
+
+class Served:
+    """One app served by uvicorn on a free loopback port in a background thread."""
+
+    def __init__(self, app: Any) -> None:
+        self.port = _free_port()
+        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> httpx.Client:
+        self.thread.start()
+        _wait_for(lambda: self.server.started or not self.thread.is_alive(), "uvicorn to start")
+        assert self.server.started, "uvicorn failed to start"
+        self.client = httpx.Client(base_url=self.url, timeout=WAIT_S)
+        return self.client
+
+    def __exit__(self, *_: object) -> None:
+        self.client.close()
+        self.server.should_exit = True
+        self.thread.join(timeout=WAIT_S)
+
+
+def _settings(setup: Setup, name: str, **overrides: Any) -> ServingSettings:
+    return ServingSettings(
+        predictions_dir=setup.home / "predictions" / name,
+        poll_interval_s=0.2,
+        log_flush_interval_s=0.05,
+        **overrides,
+    )
+
+
+@pytest.fixture(scope="module")
+def service(setup: Setup) -> Iterator[httpx.Client]:
+    app = create_app(
+        store_factory=lambda: _open_store(setup.repo),
+        tracking_uri=setup.tracking_uri,
+        settings=_settings(setup, "main", shadow=True),
+    )
+    with Served(app) as client:
+        yield client
+
+
+def _offline(setup: Setup, version: str, ids: list[str]) -> tuple[np.ndarray, pd.DataFrame]:
+    """Score the written values (defaults where the service must default) with the same version."""
+    import mlflow.sklearn
+
+    records = []
+    for cid in ids:
+        if cid in setup.rows.index and cid != EXPIRED:
+            records.append({n: setup.rows.loc[cid, n] for n in CONTRACT.feature_names})
+        else:
+            records.append(dict(CONTRACT.defaults))
+    frame = pd.DataFrame(records)
+    model = mlflow.sklearn.load_model(f"models:/{MODEL}/{version}")
+    return model.predict_proba(frame[CONTRACT.feature_names])[:, 1], frame
+
+
+def _band(p: float) -> str:
+    return "high" if p >= 0.6 else "medium" if p >= 0.3 else "low"
+
+
+def _expected_status(cid: str) -> tuple[str, str | None]:
+    if cid == UNKNOWN:
+        return "default", None
+    return {STALE: "stale", EXPIRED: "default"}.get(cid, "present"), "snapshot"
+
+
+def test_single_predictions_equal_offline_scoring_of_the_same_features(
+    setup: Setup, service: httpx.Client
+) -> None:
+    ids = [FRESH[0], FRESH[1], STALE, EXPIRED, UNKNOWN]
+    expected, _ = _offline(setup, "1", ids)
+    for cid, p in zip(ids, expected, strict=True):
+        r = service.post("/predict", json={"customer_id": cid})
+        assert r.status_code == 200, r.text
+        body = r.json()
+        status, has_snapshot = _expected_status(cid)
+        assert body["customer_id"] == cid
+        assert body["model_version"] == "1"
+        assert body["feature_status"] == status
+        assert body["churn_probability"] == pytest.approx(p, abs=1e-12)
+        assert body["risk_band"] == _band(p)
+        if has_snapshot:
+            want = setup.rows.loc[cid, "snapshot_ts"].to_pydatetime()
+            assert datetime.fromisoformat(body["snapshot_ts"]) == want
+        else:
+            assert body["snapshot_ts"] is None
+        assert r.headers["X-Request-ID"] == body["request_id"]
+
+
+def test_batch_keeps_order_and_equals_offline_scoring(setup: Setup, service: httpx.Client) -> None:
+    ids = [*FRESH, UNKNOWN, STALE, FRESH[3], EXPIRED]
+    expected, _ = _offline(setup, "1", ids)
+    r = service.post("/predict/batch", json={"customer_ids": ids})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["model_version"] == "1"
+    assert [p["customer_id"] for p in body["predictions"]] == ids
+    got = np.array([p["churn_probability"] for p in body["predictions"]])
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-12)
+    assert [p["feature_status"] for p in body["predictions"]] == [_expected_status(c)[0] for c in ids]
+
+
+def test_prediction_log_holds_features_and_shadow_scores(setup: Setup, service: httpx.Client) -> None:
+    ids = [FRESH[5], EXPIRED, UNKNOWN]
+    r = service.post("/predict/batch", json={"customer_ids": ids}, headers={"X-Request-ID": "log-check-1"})
+    assert r.status_code == 200, r.text
+    db_path = setup.home / "predictions" / "main" / "predictions.db"
+
+    def logged() -> list[dict[str, Any]]:
+        if not db_path.exists():
+            return []
+        db = sqlite_utils.Database(db_path)
+        try:
+            return list(
+                db.query("select * from predictions where request_id = ? order by item", ["log-check-1"])
+            )
+        finally:
+            db.close()
+
+    _wait_for(lambda: len(logged()) == 3, "the prediction log to hold the request's 3 rows")
+    rows = logged()
+    champion, frame = _offline(setup, "1", ids)
+    shadow, _ = _offline(setup, "2", ids)
+    for i, row in enumerate(rows):
+        assert row["customer_id"] == ids[i]
+        assert row["model_name"] == MODEL
+        assert row["model_version"] == "1"
+        assert row["churn_probability"] == pytest.approx(champion[i], abs=1e-12)
+        assert row["shadow_model_version"] == "2"
+        assert row["shadow_probability"] == pytest.approx(shadow[i], abs=1e-12)
+        assert row[FLAG] == (0 if ids[i] == FRESH[5] else 1)
+        for name in CONTRACT.numeric_features:
+            assert row[name] == pytest.approx(frame.loc[i, name], abs=1e-12)
+        for name in CONTRACT.categorical_features:
+            assert row[name] == frame.loc[i, name]
+    assert rows[0]["feature_status"] == "present"
+    assert rows[2]["snapshot_ts"] is None
+
+
+def test_health_ready_docs_and_metrics(service: httpx.Client) -> None:
+    assert service.get("/health").json() == {"status": "ok"}
+    ready = service.get("/ready")
+    assert ready.status_code == 200
+    assert ready.json() == {
+        "ready": True,
+        "checks": {"model": {"ok": True, "version": "1"}, "online_store": {"ok": True}},
+    }
+    assert service.get("/docs").status_code == 200
+    assert "/predict/batch" in service.get("/openapi.json").json()["paths"]
+    service.post("/predict", json={"customer_id": UNKNOWN})
+    text = service.get("/metrics").text
+    assert 'churnops_model_version{alias="champion"} 1.0' in text
+    assert 'churnops_model_version{alias="challenger"} 2.0' in text
+    assert 'churnops_requests_total{endpoint="/predict",status="200"}' in text
+    assert 'churnops_predictions_total{feature_status="default"}' in text
+    assert "churnops_request_latency_seconds_bucket" in text
+    assert "churnops_feature_snapshot_age_seconds_bucket" in text
+
+
+BAD_REQUESTS = [
+    ("/predict", b'{"customer_id": ', 400, "malformed_json"),
+    ("/predict", b"not json at all", 400, "malformed_json"),
+    ("/predict", b'{"customer_id": 42}', 422, "invalid_request"),
+    ("/predict", b'{"customer_id": ""}', 422, "invalid_request"),
+    ("/predict", b'{"customer": "CUST-000001"}', 422, "invalid_request"),
+    ("/predict", b'["CUST-000001"]', 422, "invalid_request"),
+    ("/predict", b"", 422, "invalid_request"),
+    ("/predict/batch", b'{"customer_ids": []}', 422, "empty_batch"),
+    ("/predict/batch", b'{"customer_ids": "CUST-000001"}', 422, "invalid_request"),
+    ("/predict/batch", b'{"customer_ids": ["CUST-000001", 7]}', 422, "invalid_request"),
+]
+
+
+@pytest.mark.parametrize(("path", "body", "status", "error"), BAD_REQUESTS)
+def test_bad_input_gets_a_clear_4xx(
+    service: httpx.Client, path: str, body: bytes, status: int, error: str
+) -> None:
+    r = service.post(path, content=body, headers={"Content-Type": "application/json"})
+    assert r.status_code == status, r.text
+    payload = r.json()
+    assert payload["error"] == error
+    assert payload["detail"]
+    assert "Traceback" not in r.text
+
+
+def test_oversized_batch_is_refused_with_the_limit(service: httpx.Client) -> None:
+    r = service.post("/predict/batch", json={"customer_ids": [f"CUST-{i:06d}" for i in range(1001)]})
+    assert r.status_code == 413
+    assert r.json() == {
+        "error": "batch_too_large",
+        "detail": "customer_ids holds 1001 ids, more than the limit of 1000: split the batch",
+    }
+
+
+def test_wrong_method_and_unknown_path_are_4xx(service: httpx.Client) -> None:
+    assert service.get("/predict").status_code == 405
+    assert service.get("/nope").json()["error"] == "http_error"
+
+
+def test_new_champion_is_served_without_restart_or_failed_requests(
+    setup: Setup, service: httpx.Client
+) -> None:
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=setup.tracking_uri)
+    failures: list[str] = []
+    versions: set[str] = set()
+    stop = threading.Event()
+
+    def hammer() -> None:
+        with httpx.Client(base_url=str(service.base_url), timeout=WAIT_S) as c:
+            while not stop.is_set():
+                r = c.post("/predict", json={"customer_id": FRESH[2]})
+                if r.status_code != 200:
+                    failures.append(r.text)
+                else:
+                    versions.add(r.json()["model_version"])
+
+    worker = threading.Thread(target=hammer)
+    worker.start()
+    try:
+        client.set_registered_model_alias(MODEL, "champion", "2")
+        _wait_for(
+            lambda: service.post("/predict", json={"customer_id": FRESH[2]}).json()["model_version"] == "2",
+            "the service to serve version 2",
+        )
+        expected, _ = _offline(setup, "2", [FRESH[2]])
+        body = service.post("/predict", json={"customer_id": FRESH[2]}).json()
+        assert body["churn_probability"] == pytest.approx(expected[0], abs=1e-12)
+    finally:
+        stop.set()
+        worker.join(timeout=WAIT_S)
+        client.set_registered_model_alias(MODEL, "champion", "1")
+        _wait_for(
+            lambda: service.post("/predict", json={"customer_id": FRESH[2]}).json()["model_version"] == "1",
+            "the service to return to version 1",
+        )
+    assert failures == []
+    assert versions == {"1", "2"}
+
+
+def test_no_champion_answers_503_saying_what_to_run(setup: Setup) -> None:
+    app = create_app(
+        store_factory=lambda: _open_store(setup.repo),
+        tracking_uri=f"sqlite:///{setup.home / 'empty-mlruns' / 'mlflow.db'}",
+        settings=_settings(setup, "no-champion"),
+    )
+    with Served(app) as client:
+        r = client.post("/predict", json={"customer_id": FRESH[0]})
+        assert r.status_code == 503
+        assert r.json()["error"] == "no_champion"
+        assert "`churnops train` then `churnops promote`" in r.json()["detail"]
+        assert client.post("/predict/batch", json={"customer_ids": [FRESH[0]]}).status_code == 503
+        ready = client.get("/ready")
+        assert ready.status_code == 503
+        assert ready.json()["checks"]["model"]["ok"] is False
+        assert client.get("/health").status_code == 200
+    assert not (setup.home / "empty-mlruns").exists()
+
+
+def test_api_keys_when_required(setup: Setup) -> None:
+    keys_file = setup.home / "keys.json"
+    key = create_key(
+        keys_file=keys_file, consumer="cs-analytics-dashboard", approved_consumers=["cs-analytics-dashboard"]
+    )
+    app = create_app(
+        store_factory=lambda: _open_store(setup.repo),
+        tracking_uri=setup.tracking_uri,
+        settings=_settings(setup, "keys", require_keys=True, keys_file=keys_file, shadow=False),
+    )
+    with Served(app) as client:
+        body = {"customer_id": FRESH[0]}
+        missing = client.post("/predict", json=body)
+        assert missing.status_code == 401
+        assert "X-API-Key" in missing.json()["detail"]
+        assert client.post("/predict", json=body, headers={"X-API-Key": key + "x"}).status_code == 401
+        assert client.post("/predict/batch", json={"customer_ids": [FRESH[0]]}).status_code == 401
+        ok = client.post("/predict", json=body, headers={"X-API-Key": key})
+        assert ok.status_code == 200, ok.text
+        assert ok.json()["model_version"] == "1"
+        assert client.get("/health").status_code == 200
