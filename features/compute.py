@@ -1,0 +1,420 @@
+"""Snapshot computation in DuckDB SQL, generated from the feature contract.
+
+A snapshot of customer c at time S aggregates c's records whose event time lies in
+(S - window, S]. Times are handled as integer microseconds since the epoch, so nothing depends
+on the session's time zone. Two equivalent plans compute the window aggregates:
+
+- `grid`: for snapshot times on the contract's grain. Each record falls in the bucket of the
+  first boundary at or after it; a window sum at S is a windowed SUM over the buckets in
+  (S - window, S]. Distinct calendar days are counted with +1/-1 deltas: a day's records reach
+  the contiguous boundaries from its first record's bucket to its last record's bucket plus the
+  window, minus one grain.
+- `exact`: for any snapshot time (a refresh at 10:37): a range join of targets and records.
+
+Latest-record features (`days_since_last`, `as_of` of a non-entity source) use an ASOF join in
+both plans. The entity source (customers) is the source whose `as_of` feature reads the source's
+own timestamp column (signup_date): a customer's snapshots start at the first boundary at or
+after that time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from contracts.feature_contract import Feature, FeatureContract
+from ingestion.lake import list_partitions, source_glob
+
+DAY_US = 86_400_000_000
+WINDOW_AGGREGATIONS = ("count", "count_distinct_days", "sum", "mean")
+TARGETS = "targets"
+KEY_TS = "s_us"
+
+
+def us(td_seconds: float) -> int:
+    """Seconds to whole microseconds."""
+    return round(td_seconds * 1_000_000)
+
+
+def _q(identifier: str) -> str:
+    return '"' + identifier.replace('"', '""') + '"'
+
+
+@dataclass(frozen=True)
+class Layout:
+    """What the contract says about sources, resolved once.
+
+    Attributes:
+        key: The entity's join key column.
+        entity_source: The source listing the entities (customers).
+        entity_start: The entity source's timestamp column (signup_date).
+        timestamps: Each source's event-time column.
+        grain_us: The snapshot grain.
+    """
+
+    key: str
+    entity_source: str
+    entity_start: str
+    timestamps: dict[str, str]
+    grain_us: int
+
+    @classmethod
+    def of(cls, contract: FeatureContract) -> Layout:
+        """Resolve the layout of a contract.
+
+        Args:
+            contract: The feature contract.
+
+        Returns:
+            The layout.
+
+        Raises:
+            ValueError: When no `as_of` feature reads a source's own timestamp (no entity source).
+        """
+        timestamps = {s.name: s.timestamp for s in contract.sources}
+        entity = [
+            f for f in contract.features if f.aggregation == "as_of" and f.column == timestamps[f.source]
+        ]
+        if not entity:
+            raise ValueError(
+                f"contract {contract.name} v{contract.version}: no as_of feature reads its source's "
+                "timestamp column, so no source lists the entities and their start (e.g. tenure_days "
+                "from customers.signup_date)"
+            )
+        return cls(
+            key=contract.entity.join_key,
+            entity_source=entity[0].source,
+            entity_start=entity[0].column or "",
+            timestamps=timestamps,
+            grain_us=us(contract.time.grain.total_seconds()),
+        )
+
+
+def window_us(feature: Feature) -> int:
+    """A windowed feature's window in microseconds."""
+    assert feature.window is not None
+    return us(feature.window.total_seconds())
+
+
+def source_windows(contract: FeatureContract) -> dict[str, int]:
+    """The widest window of every source's windowed features, in microseconds."""
+    widest: dict[str, int] = {}
+    for f in contract.features:
+        if f.window is not None:
+            widest[f.source] = max(widest.get(f.source, 0), window_us(f))
+    return widest
+
+
+def result_schema(contract: FeatureContract) -> pa.Schema:
+    """The schema `compute` returns: key, `s_us`, then the features in contract order."""
+    types = {"int64": pa.int64(), "float64": pa.float64(), "string": pa.string(), "bool": pa.bool_()}
+    fields = [pa.field(contract.entity.join_key, pa.string()), pa.field(KEY_TS, pa.int64())]
+    return pa.schema(fields + [pa.field(f.name, types[f.dtype]) for f in contract.features])
+
+
+def connect() -> duckdb.DuckDBPyConnection:
+    """A DuckDB connection in UTC (only used for reading timestamps back)."""
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    return con
+
+
+def register_sources(
+    con: duckdb.DuckDBPyConnection, *, lake_dir: Path, contract: FeatureContract
+) -> set[str]:
+    """Create one view per lake source the contract reads, with the event time as `ts_us`.
+
+    The entity source becomes view `entity`: one row per customer (the latest ingested), with
+    `start_us` (the signup time) and `first_us` (the first boundary at or after it).
+
+    Args:
+        con: The connection.
+        lake_dir: The lake's root folder.
+        contract: The feature contract.
+
+    Returns:
+        The sources that have at least one partition; a source without partitions has no view
+        and its features take their defaults.
+    """
+    layout = Layout.of(contract)
+    present: set[str] = set()
+    for name, ts_col in layout.timestamps.items():
+        if not list_partitions(lake_dir, name):
+            continue
+        present.add(name)
+        glob = source_glob(lake_dir, name).replace("'", "''")
+        # A DATE column casts to midnight without a zone; a TIMESTAMPTZ is read in UTC.
+        ts = f"epoch_us(CAST({_q(ts_col)} AS TIMESTAMP))"
+        con.execute(
+            f"CREATE OR REPLACE VIEW {_q('src_' + name)} AS "
+            f"SELECT *, {ts} AS ts_us, epoch_us(ingested_at) AS ingested_us "
+            f"FROM read_parquet('{glob}', union_by_name = true, hive_partitioning = false)"
+        )
+    if layout.entity_source in present:
+        g = layout.grain_us
+        con.execute(
+            f"CREATE OR REPLACE VIEW entity AS "
+            f"SELECT *, ts_us AS start_us, ((ts_us + {g} - 1) // {g}) * {g} AS first_us "
+            f"FROM {_q('src_' + layout.entity_source)} "
+            f"QUALIFY row_number() OVER (PARTITION BY {_q(layout.key)} ORDER BY ingested_us DESC) = 1"
+        )
+    return present
+
+
+def _filter(feature: Feature) -> str:
+    return f"({feature.filter})" if feature.filter else "TRUE"
+
+
+def _finish(contract: FeatureContract, present: set[str], aggregates: dict[str, str]) -> str:
+    """The SELECT list turning raw aggregates into contract features, with defaults and types."""
+    layout = Layout.of(contract)
+    out = [f"t.{_q(layout.key)}", f"t.{KEY_TS}"]
+    for f in contract.features:
+        default = "'" + str(f.default).replace("'", "''") + "'" if f.dtype == "string" else str(f.default)
+        cast = {"int64": "BIGINT", "float64": "DOUBLE", "string": "VARCHAR", "bool": "BOOLEAN"}[f.dtype]
+        expr = aggregates.get(f.name) if f.source in present else None
+        if f.aggregation == "as_of":
+            expr = _as_of_expr(f, layout, present)
+        value = f"COALESCE(CAST({expr} AS {cast}), {default})" if expr else f"CAST({default} AS {cast})"
+        out.append(f"{value} AS {_q(f.name)}")
+    return ", ".join(out)
+
+
+def _as_of_expr(feature: Feature, layout: Layout, present: set[str]) -> str | None:
+    column = feature.column or ""
+    if feature.source == layout.entity_source:
+        if layout.entity_source not in present:
+            return None
+        if column == layout.entity_start:
+            # Whole days from the entity's start (signup, 00:00 UTC) to S.
+            return f"(t.{KEY_TS} - e.start_us) // {DAY_US}"
+        return f"e.{_q(column)}"
+    latest = f"{_q('asof_' + feature.name)}.val" if feature.source in present else "NULL"
+    fallback = f"e.{_q(column)}" if layout.entity_source in present else "NULL"
+    return f"COALESCE({latest}, {fallback})"
+
+
+def _latest_joins(contract: FeatureContract, present: set[str]) -> tuple[str, dict[str, str]]:
+    """ASOF joins for latest-record features, and their value expressions."""
+    layout = Layout.of(contract)
+    key = _q(layout.key)
+    joins: list[str] = []
+    exprs: dict[str, str] = {}
+    if layout.entity_source in present:
+        joins.append(f"LEFT JOIN entity e ON e.{key} = t.{key}")
+    for f in contract.features:
+        if f.source not in present or f.source == layout.entity_source:
+            continue
+        alias = _q("asof_" + f.name)
+        src = _q("src_" + f.source)
+        if f.aggregation == "days_since_last":
+            joins.append(
+                f"ASOF LEFT JOIN (SELECT {key}, ts_us FROM {src} WHERE {_filter(f)}) {alias} "
+                f"ON {alias}.{key} = t.{key} AND t.{KEY_TS} >= {alias}.ts_us"
+            )
+            age = f"(t.{KEY_TS} - {alias}.ts_us)"
+            whole_days = f"{age} // {DAY_US}"
+            capped = f"least({whole_days}, {f.cap})" if f.cap is not None else whole_days
+            exprs[f.name] = f"CASE WHEN {age} < {window_us(f)} THEN {capped} END"
+        elif f.aggregation == "as_of":
+            # Ties on the event time resolve to the greatest value, so a rebuild is deterministic.
+            joins.append(
+                f"ASOF LEFT JOIN (SELECT {key}, ts_us, max({_q(f.column or '')}) AS val FROM {src} "
+                f"WHERE {_filter(f)} GROUP BY ALL) {alias} "
+                f"ON {alias}.{key} = t.{key} AND t.{KEY_TS} >= {alias}.ts_us"
+            )
+    return " ".join(joins), exprs
+
+
+def _window_features(contract: FeatureContract, present: set[str]) -> dict[str, list[Feature]]:
+    by_source: dict[str, list[Feature]] = {}
+    for f in contract.features:
+        if f.aggregation in WINDOW_AGGREGATIONS and f.source in present:
+            by_source.setdefault(f.source, []).append(f)
+    return by_source
+
+
+def exact_sql(contract: FeatureContract, present: set[str]) -> str:
+    """The query computing every feature for the rows of `targets(<key>, s_us)`, at any time.
+
+    Args:
+        contract: The feature contract.
+        present: The sources with data.
+
+    Returns:
+        SQL producing one row per target: key, `s_us`, then the features in contract order.
+    """
+    layout = Layout.of(contract)
+    key = _q(layout.key)
+    ctes: list[str] = []
+    joins: list[str] = []
+    aggregates: dict[str, str] = {}
+    widest = source_windows(contract)
+    for source, feats in _window_features(contract, present).items():
+        cols = []
+        for f in feats:
+            inside = f"r.ts_us > t.{KEY_TS} - {window_us(f)} AND {_filter(f)}"
+            name = _q("a_" + f.name)
+            if f.aggregation == "count":
+                cols.append(f"count(*) FILTER (WHERE {inside}) AS {name}")
+            elif f.aggregation == "count_distinct_days":
+                cols.append(f"count(DISTINCT r.ts_us // {DAY_US}) FILTER (WHERE {inside}) AS {name}")
+            elif f.aggregation == "sum":
+                cols.append(f"sum(r.{_q(f.column or '')}) FILTER (WHERE {inside}) AS {name}")
+            else:
+                cols.append(f"avg(r.{_q(f.column or '')}) FILTER (WHERE {inside}) AS {name}")
+            aggregates[f.name] = f"{_q('w_' + source)}.{name}"
+        cte = _q("w_" + source)
+        ctes.append(
+            f"{cte} AS (SELECT t.{key}, t.{KEY_TS}, {', '.join(cols)} FROM {TARGETS} t "
+            f"JOIN {_q('src_' + source)} r ON r.{key} = t.{key} AND r.ts_us <= t.{KEY_TS} "
+            f"AND r.ts_us > t.{KEY_TS} - {widest[source]} GROUP BY t.{key}, t.{KEY_TS})"
+        )
+        joins.append(f"LEFT JOIN {cte} ON {cte}.{key} = t.{key} AND {cte}.{KEY_TS} = t.{KEY_TS}")
+    latest_joins, latest = _latest_joins(contract, present)
+    aggregates.update(latest)
+    with_clause = f"WITH {', '.join(ctes)} " if ctes else ""
+    return (
+        f"{with_clause}SELECT {_finish(contract, present, aggregates)} FROM {TARGETS} t "
+        f"{' '.join(joins)} {latest_joins}"
+    )
+
+
+def grid_sql(contract: FeatureContract, present: set[str], *, lower_us: int) -> str:
+    """The query computing every feature for `targets(<key>, s_us)` whose times are on the grain.
+
+    Args:
+        contract: The feature contract.
+        present: The sources with data.
+        lower_us: Records before this time cannot reach any target's window (the earliest
+            target minus the widest window, minus a day, on a day boundary); they are skipped.
+
+    Returns:
+        SQL producing one row per target: key, `s_us`, then the features in contract order.
+    """
+    layout = Layout.of(contract)
+    key = _q(layout.key)
+    g = layout.grain_us
+    bucket = f"((ts_us + {g} - 1) // {g}) * {g}"
+    ctes: list[str] = []
+    key_sets = [f"SELECT {key}, {KEY_TS} AS t_us FROM {TARGETS}"]
+    joins: list[str] = []
+    windowed: list[str] = []
+    aggregates: dict[str, str] = {}
+    for source, feats in _window_features(contract, present).items():
+        src = _q("src_" + source)
+        recent = f"ts_us >= {lower_us} AND ts_us <= (SELECT max({KEY_TS}) FROM {TARGETS})"
+        cols = []
+        for f in feats:
+            if f.aggregation == "count_distinct_days":
+                deltas = _q("d_" + f.name)
+                days = (
+                    f"(SELECT {key}, min({bucket}) AS lo, max({bucket}) + {window_us(f)} AS hi "
+                    f"FROM {src} WHERE {recent} AND {_filter(f)} GROUP BY {key}, ts_us // {DAY_US})"
+                )
+                ctes.append(
+                    f"{deltas} AS (SELECT {key}, t_us, sum(delta) AS delta FROM ("
+                    f"SELECT {key}, lo AS t_us, 1 AS delta FROM {days} UNION ALL "
+                    f"SELECT {key}, hi AS t_us, -1 AS delta FROM {days}) GROUP BY ALL)"
+                )
+                key_sets.append(f"SELECT {key}, t_us FROM {deltas}")
+                joins.append(f"LEFT JOIN {deltas} ON {deltas}.{key} = k.{key} AND {deltas}.t_us = k.t_us")
+                windowed.append(
+                    f"sum({deltas}.delta) OVER (PARTITION BY k.{key} ORDER BY k.t_us "
+                    f"RANGE BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS {_q('n_' + f.name)}"
+                )
+                aggregates[f.name] = f"k.{_q('n_' + f.name)}"
+                continue
+            frame = (
+                f"OVER (PARTITION BY k.{key} ORDER BY k.t_us "
+                f"RANGE BETWEEN {window_us(f) - g} PRECEDING AND CURRENT ROW)"
+            )
+            b = _q("b_" + source)
+            cols.append(f"count(*) FILTER (WHERE {_filter(f)}) AS {_q('n_' + f.name)}")
+            windowed.append(f"sum({b}.{_q('n_' + f.name)}) {frame} AS {_q('n_' + f.name)}")
+            if f.aggregation in ("sum", "mean"):
+                column = _q(f.column or "")
+                cols.append(f"count({column}) FILTER (WHERE {_filter(f)}) AS {_q('c_' + f.name)}")
+                cols.append(f"sum({column}) FILTER (WHERE {_filter(f)}) AS {_q('s_' + f.name)}")
+                windowed.append(f"sum({b}.{_q('c_' + f.name)}) {frame} AS {_q('c_' + f.name)}")
+                windowed.append(f"sum({b}.{_q('s_' + f.name)}) {frame} AS {_q('s_' + f.name)}")
+                n, s = f"k.{_q('c_' + f.name)}", f"k.{_q('s_' + f.name)}"
+                # An empty window is the default, never a float sum that cancelled to ~0.
+                aggregates[f.name] = (
+                    f"CASE WHEN {n} > 0 THEN {s} END"
+                    if f.aggregation == "sum"
+                    else f"CASE WHEN {n} > 0 THEN {s} / {n} END"
+                )
+            else:
+                aggregates[f.name] = f"k.{_q('n_' + f.name)}"
+        if cols:
+            b = _q("b_" + source)
+            ctes.append(
+                f"{b} AS (SELECT {key}, {bucket} AS t_us, {', '.join(cols)} FROM {src} "
+                f"WHERE {recent} GROUP BY ALL)"
+            )
+            key_sets.append(f"SELECT {key}, t_us FROM {b}")
+            joins.append(f"LEFT JOIN {b} ON {b}.{key} = k.{key} AND {b}.t_us = k.t_us")
+    latest_joins, latest = _latest_joins(contract, present)
+    aggregates.update(latest)
+    if windowed:
+        ctes.append(f"keys AS ({' UNION '.join(key_sets)})")
+        ctes.append(f"k AS (SELECT k.{key}, k.t_us, {', '.join(windowed)} FROM keys k {' '.join(joins)})")
+        window_join = f"LEFT JOIN k ON k.{key} = t.{key} AND k.t_us = t.{KEY_TS}"
+    else:
+        window_join = ""
+    with_clause = f"WITH {', '.join(ctes)} " if ctes else ""
+    return (
+        f"{with_clause}SELECT {_finish(contract, present, aggregates)} FROM {TARGETS} t "
+        f"{window_join} {latest_joins}"
+    )
+
+
+def compute(
+    con: duckdb.DuckDBPyConnection,
+    *,
+    contract: FeatureContract,
+    present: set[str],
+    targets: pa.Table,
+) -> pa.Table:
+    """Compute every feature for the given (customer, snapshot time) targets.
+
+    Targets on the grain take the windowed plan, the others the range-join plan.
+
+    Args:
+        con: A connection with the sources registered (`register_sources`).
+        contract: The feature contract.
+        present: The sources with data.
+        targets: Columns `<key>` (string) and `s_us` (int64 microseconds).
+
+    Returns:
+        One row per target, sorted by `s_us` then key: key, `s_us`, the features in contract order.
+    """
+    layout = Layout.of(contract)
+    g = layout.grain_us
+    widest = max(source_windows(contract).values(), default=0)
+    con.register("all_targets", targets)
+    parts = []
+    try:
+        for on_grid in (True, False):
+            sign = "=" if on_grid else "<>"
+            con.execute(
+                f"CREATE OR REPLACE TEMP TABLE {TARGETS} AS SELECT {_q(layout.key)}, {KEY_TS} "
+                f"FROM all_targets WHERE {KEY_TS} % {g} {sign} 0"
+            )
+            first = con.execute(f"SELECT min({KEY_TS}) FROM {TARGETS}").fetchone()
+            if first is None or first[0] is None:
+                continue
+            lower = ((first[0] - widest) // DAY_US - 1) * DAY_US
+            sql = grid_sql(contract, present, lower_us=lower) if on_grid else exact_sql(contract, present)
+            parts.append(con.execute(f"{sql} ORDER BY t.{KEY_TS}, t.{_q(layout.key)}").to_arrow_table())
+    finally:
+        con.unregister("all_targets")
+    if not parts:
+        return result_schema(contract).empty_table()
+    table = pa.concat_tables([p.cast(result_schema(contract)) for p in parts])
+    return table.take(pc.sort_indices(table, [(KEY_TS, "ascending"), (layout.key, "ascending")]))
