@@ -362,6 +362,9 @@ def create_app(
             if champion is not None
             else {"ok": False, "detail": f"no champion: {NO_CHAMPION_HINT}"}
         )
+        if rt.watcher.last_error is not None:
+            # Still ready when a champion is loaded: the previous model keeps serving.
+            checks["model"]["refresh_error"] = rt.watcher.last_error
         try:
             rt.reader.ping()
             checks["online_store"] = {"ok": True}

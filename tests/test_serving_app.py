@@ -431,6 +431,48 @@ def test_new_champion_is_served_without_restart_or_failed_requests(
     assert versions == {"1", "2"}
 
 
+def test_a_champion_needing_columns_serving_lacks_is_refused_and_the_old_one_kept(
+    setup: Setup, service: httpx.Client
+) -> None:
+    import mlflow
+    import mlflow.sklearn
+    from mlflow import MlflowClient
+    from mlflow.models import infer_signature
+
+    model, x = _train(3, 1.0)
+    x_with_extra = x.assign(mystery_column=1)
+    mlflow.set_tracking_uri(setup.tracking_uri)
+    with mlflow.start_run(experiment_id=mlflow.get_experiment_by_name("serving-tests").experiment_id):
+        info = mlflow.sklearn.log_model(
+            model,
+            name="model",
+            signature=infer_signature(x_with_extra, model.predict_proba(x)[:, 1]),
+            registered_model_name=MODEL,
+            pip_requirements=["scikit-learn"],
+        )
+    bad_version = str(info.registered_model_version)
+    client = MlflowClient(tracking_uri=setup.tracking_uri)
+
+    def refresh_errors() -> float:
+        for line in service.get("/metrics").text.splitlines():
+            if line.startswith("churnops_model_refresh_errors_total "):
+                return float(line.split()[1])
+        raise AssertionError("churnops_model_refresh_errors_total is not exported")
+
+    before = refresh_errors()
+    client.set_registered_model_alias(MODEL, "champion", bad_version)
+    try:
+        _wait_for(lambda: refresh_errors() > before, "the watcher to refuse the new champion")
+        r = service.post("/predict", json={"customer_id": FRESH[0]})
+        assert r.status_code == 200
+        assert r.json()["model_version"] == "1"
+        ready = service.get("/ready")
+        assert ready.status_code == 200
+        assert "needs input columns ['mystery_column']" in ready.json()["checks"]["model"]["refresh_error"]
+    finally:
+        client.set_registered_model_alias(MODEL, "champion", "1")
+
+
 def test_no_champion_answers_503_saying_what_to_run(setup: Setup) -> None:
     app = create_app(
         store_factory=lambda: _open_store(setup.repo),

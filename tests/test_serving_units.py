@@ -1,0 +1,143 @@
+"""Serving pieces that need no server: settings, timestamps, API keys, the log queue, the CLI."""
+
+from __future__ import annotations
+
+import json
+import stat
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from pydantic import ValidationError
+from typer.testing import CliRunner
+
+from churnops.cli import app as cli
+from serving.features import to_utc
+from serving.keys import KEY_PREFIX, create_key, hash_key, load_key_hashes
+from serving.models import LoadedModel
+from serving.prediction_log import LogEntry, PredictionLog
+from serving.settings import ServingSettings
+
+APPROVED = ["churn-model", "cs-analytics-dashboard"]
+
+
+def test_risk_bands_cut_at_the_settings(tmp_path: Path) -> None:
+    s = ServingSettings(predictions_dir=tmp_path, risk_medium=0.25, risk_high=0.7)
+    assert [s.risk_band(p) for p in (0.0, 0.2499, 0.25, 0.6999, 0.7, 1.0)] == [
+        "low",
+        "low",
+        "medium",
+        "medium",
+        "high",
+        "high",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"risk_medium": 0.6, "risk_high": 0.6}, "risk_medium (0.6) must be below risk_high (0.6)"),
+        ({"require_keys": True}, "require_keys is on but no keys_file is set"),
+        ({"max_batch": 0}, "greater than or equal to 1"),
+        ({"poll_intervall_s": 1}, "Extra inputs are not permitted"),
+    ],
+)
+def test_settings_refuse_inconsistent_values(tmp_path: Path, overrides: dict, message: str) -> None:
+    with pytest.raises(ValidationError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        ServingSettings(predictions_dir=tmp_path, **overrides)
+
+
+def test_snapshot_timestamps_are_read_as_utc() -> None:
+    want = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
+    assert to_utc(datetime(2026, 11, 21, 12, 0)) == want
+    assert to_utc(datetime(2026, 11, 21, 13, 0, tzinfo=timezone(timedelta(hours=1)))) == want
+    assert to_utc(pd.Timestamp("2026-11-21T12:00:00Z")) == want
+    assert to_utc("2026-11-21T12:00:00Z") == want
+    assert to_utc(int(want.timestamp())) == want
+    assert to_utc(None) is None
+    assert to_utc(float("nan")) is None
+    with pytest.raises(ValueError, match="is not a timestamp"):
+        to_utc(b"2026")
+
+
+def test_keys_are_stored_only_as_hashes(tmp_path: Path) -> None:
+    keys_file = tmp_path / "serving" / "api_keys.json"
+    first = create_key(keys_file=keys_file, consumer="churn-model", approved_consumers=APPROVED)
+    second = create_key(keys_file=keys_file, consumer="cs-analytics-dashboard", approved_consumers=APPROVED)
+    assert first.startswith(KEY_PREFIX) and second.startswith(KEY_PREFIX) and first != second
+    text = keys_file.read_text()
+    assert first not in text and second not in text
+    assert load_key_hashes(keys_file=keys_file) == {
+        hash_key(first): "churn-model",
+        hash_key(second): "cs-analytics-dashboard",
+    }
+    assert stat.S_IMODE(keys_file.stat().st_mode) == 0o600
+    assert [p.name for p in keys_file.parent.iterdir()] == ["api_keys.json"]
+
+
+def test_keys_only_for_approved_consumers_and_valid_files(tmp_path: Path) -> None:
+    keys_file = tmp_path / "keys.json"
+    with pytest.raises(ValueError, match="consumer 'intruder' is not approved"):
+        create_key(keys_file=keys_file, consumer="intruder", approved_consumers=APPROVED)
+    assert not keys_file.exists()
+    assert load_key_hashes(keys_file=keys_file) == {}
+    keys_file.write_text(json.dumps({"keys": [{"consumer": "x"}]}))
+    with pytest.raises(
+        ValueError, match=r"keys.json is not valid \(each entry needs 'consumer' and 'sha256'\)"
+    ):
+        load_key_hashes(keys_file=keys_file)
+
+
+class _NeverScored:
+    def predict_proba(self, frame: pd.DataFrame) -> list[list[float]]:
+        raise AssertionError("a full queue must drop entries, not score them")
+
+
+def test_full_log_queue_drops_and_counts_instead_of_blocking(tmp_path: Path) -> None:
+    log = PredictionLog(
+        folder=tmp_path,
+        feature_columns=["sessions_30d"],
+        feature_dtypes={"sessions_30d": "int64"},
+        flush_interval_s=0.05,
+        batch_rows=10,
+        max_queue=1,
+    )
+    model = LoadedModel(name="m", version="1", model=_NeverScored(), input_columns=("sessions_30d",))
+    entry = LogEntry(
+        request_id="r",
+        predicted_at=datetime(2026, 11, 21, tzinfo=UTC),
+        customer_ids=["CUST-000001"],
+        frame=pd.DataFrame({"sessions_30d": [3]}),
+        statuses=["present"],
+        snapshot_ts=[None],
+        champion=model,
+        probabilities=[0.5],
+        risk_bands=["medium"],
+    )
+    for _ in range(3):
+        log.submit(entry)
+    assert log.queue_size() == 1
+    assert log.stats.entries_dropped == 2
+    log.start()
+    log.stop()
+    assert log.stats.rows_written == 1
+    assert log.queue_size() == 0
+
+
+def test_cli_creates_lists_and_requires_keys(tmp_path: Path) -> None:
+    runner = CliRunner()
+    home = str(tmp_path)
+    refused = runner.invoke(cli, ["serve", "--home", home, "--require-keys"])
+    assert refused.exit_code == 1
+    assert "churnops keys create CONSUMER" in refused.output
+    created = runner.invoke(cli, ["keys", "create", "cs-analytics-dashboard", "--home", home])
+    assert created.exit_code == 0, created.output
+    key = next(w for w in created.output.split() if w.startswith(KEY_PREFIX))
+    stored = load_key_hashes(keys_file=tmp_path / "data" / "serving" / "api_keys.json")
+    assert stored == {hash_key(key): "cs-analytics-dashboard"}
+    listed = runner.invoke(cli, ["keys", "list", "--home", home])
+    assert "cs-analytics-dashboard" in listed.output and hash_key(key)[:16] in listed.output
+    unapproved = runner.invoke(cli, ["keys", "create", "intruder", "--home", home])
+    assert unapproved.exit_code == 1
+    assert "not approved" in unapproved.output
