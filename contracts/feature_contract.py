@@ -145,6 +145,11 @@ class Drift(_Strict):
         return self
 
 
+class Promotion(_Strict):
+    metric: Literal["pr_auc"]
+    tolerance: float = Field(ge=0, le=1)
+
+
 class Parity(_Strict):
     tolerance: float = Field(ge=0)
     sample_size: int = Field(ge=1)
@@ -185,6 +190,7 @@ class FeatureContract(_Strict):
     features: list[Feature] = Field(min_length=1)
     data_quality: DataQuality
     drift: Drift
+    promotion: Promotion
     parity: Parity
     serving: Serving
     privacy: Privacy

@@ -1,0 +1,1 @@
+"""Monitoring: data quality, PSI drift, the promotion gate and its audit trail."""
