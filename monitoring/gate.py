@@ -1,0 +1,591 @@
+"""The promotion gate: may the `challenger` version of a registered model become `champion`?
+
+The gate passes when all four checks pass:
+
+1. `contracts` — the lake's source-contract checks pass (`ingestion.checks.check_lake`).
+2. `quality` — the feature contract's data-quality rules pass on the current feature table and on
+   the challenger's training set (`monitoring.quality`).
+3. `drift` — no feature's PSI between the challenger's training set and the current features
+   reaches the contract's block threshold (`monitoring.drift`).
+4. `model` — the challenger is not worse than the champion on the same latest out-of-time window
+   (the challenger run's `datasets/test.parquet`): its PR AUC is at least the champion's minus the
+   contract's `promotion.tolerance`. With no champion yet, this check passes.
+
+Pass → alias `champion` moves to the challenger. Fail → nothing moves, unless forced with a reason.
+The registered model keeps the ordered list of champions in the tag `churnops.champion_history`, so
+`rollback` can move `champion` back to the previous one. Every decision (dry runs excepted) is written
+to the audit table and, for promotions, its drift report and gate result are logged to the
+challenger's MLflow run under `gate/`.
+
+Functions here take explicit inputs (an `MlflowClient`, frames, reports); gathering them from a
+workspace is the CLI's job.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+import pandas as pd
+
+from contracts.feature_contract import FeatureContract
+from monitoring.audit import AuditCheck, AuditRecord, record_decision
+from monitoring.drift import DriftResult
+from monitoring.quality import QualityReport
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+MODEL_NAME = "churn-model"
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+HISTORY_TAG = "churnops.champion_history"
+TRAIN_ARTIFACT = "datasets/train.parquet"
+TEST_ARTIFACT = "datasets/test.parquet"
+LABEL = "label"
+
+
+class GateError(RuntimeError):
+    """The gate cannot run (no challenger, a missing artifact, an unusable request)."""
+
+
+class ContractReport(Protocol):
+    """The lake's source-contract report (see `ingestion.checks.check_lake`)."""
+
+    @property
+    def passed(self) -> bool: ...
+
+    @property
+    def results(self) -> Sequence[Any]: ...
+
+
+@dataclass(frozen=True)
+class GateCheck:
+    """One of the gate's checks.
+
+    Attributes:
+        name: `contracts`, `quality`, `drift` or `model`.
+        passed: Whether it passed.
+        figure: The measured value (failed rules, max PSI, PR AUC difference; NaN when none).
+        threshold: The bound compared with (NaN when none).
+        detail: A sentence saying what was measured and why it passed or failed.
+    """
+
+    name: str
+    passed: bool
+    figure: float
+    threshold: float
+    detail: str
+
+    def to_audit(self) -> AuditCheck:
+        """The audit form of this check.
+
+        Returns:
+            The same fields as an `AuditCheck`.
+        """
+        return AuditCheck(self.name, self.passed, self.figure, self.threshold, self.detail)
+
+
+@dataclass(frozen=True)
+class Versions:
+    """The registry state the gate looks at.
+
+    Attributes:
+        model: The registered model's name.
+        challenger: The challenger's version.
+        challenger_run_id: The run that produced the challenger.
+        champion: The champion's version, or None before the first promotion.
+    """
+
+    model: str
+    challenger: str
+    challenger_run_id: str
+    champion: str | None
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    """What the gate decided and why.
+
+    Attributes:
+        versions: The registry state at decision time.
+        checks: The gate's checks.
+        decision: `promoted`, `forced`, `refused` or `unchanged` (the challenger already is champion).
+        dry_run: True when nothing was (or will be) moved or recorded.
+        reason: The operator's reason (required to force).
+        champion_after: The champion once the decision is applied.
+    """
+
+    versions: Versions
+    checks: tuple[GateCheck, ...]
+    decision: str
+    dry_run: bool
+    reason: str | None
+    champion_after: str | None = field(default=None)
+
+    @property
+    def passed(self) -> bool:
+        """True when every check passed."""
+        return all(c.passed for c in self.checks)
+
+    @property
+    def failures(self) -> list[GateCheck]:
+        """The checks that failed."""
+        return [c for c in self.checks if not c.passed]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form (the gate result logged to MLflow).
+
+        Returns:
+            A JSON-serialisable mapping.
+        """
+        return {
+            "model": self.versions.model,
+            "challenger": self.versions.challenger,
+            "champion_before": self.versions.champion,
+            "champion_after": self.champion_after,
+            "decision": self.decision,
+            "passed": self.passed,
+            "dry_run": self.dry_run,
+            "reason": self.reason,
+            "checks": [
+                {
+                    "name": c.name,
+                    "passed": c.passed,
+                    "figure": None if math.isnan(c.figure) else c.figure,
+                    "threshold": None if math.isnan(c.threshold) else c.threshold,
+                    "detail": c.detail,
+                }
+                for c in self.checks
+            ],
+        }
+
+
+def contract_check(*, report: ContractReport) -> GateCheck:
+    """Gate check 1: the lake's source-contract checks.
+
+    Args:
+        report: The report of `ingestion.checks.check_lake` (`.passed`, `.results`).
+
+    Returns:
+        The check; the figure is the number of failed rules.
+    """
+    failed = [r for r in report.results if not r.passed]
+    names = ", ".join(f"{r.source}.{r.rule}" for r in failed[:5])
+    detail = (
+        f"all {len(report.results)} source-contract rules pass"
+        if report.passed
+        else f"{len(failed)} of {len(report.results)} source-contract rules fail: {names}"
+    )
+    return GateCheck("contracts", bool(report.passed), float(len(failed)), 0.0, detail)
+
+
+def quality_check(*, reports: Sequence[QualityReport]) -> GateCheck:
+    """Gate check 2: the data-quality rules of every report.
+
+    Args:
+        reports: Quality reports (feature table, training set).
+
+    Returns:
+        The check; the figure is the number of failed rules.
+    """
+    failed = [(r.scope, c) for r in reports for c in r.failures]
+    total = sum(len(r.checks) for r in reports)
+    names = ", ".join(f"{scope}:{c.rule}({c.target})" for scope, c in failed[:5])
+    detail = (
+        f"all {total} data-quality checks pass"
+        if not failed
+        else f"{len(failed)} of {total} data-quality checks fail: {names}"
+    )
+    return GateCheck("quality", not failed, float(len(failed)), 0.0, detail)
+
+
+def drift_check(*, result: DriftResult) -> GateCheck:
+    """Gate check 3: no feature's PSI reaches the block threshold.
+
+    Args:
+        result: The drift of the current features against the challenger's training set.
+
+    Returns:
+        The check; the figure is the largest PSI, the threshold the block threshold.
+    """
+    top = max(result.features, key=lambda f: f.psi)
+    if result.blocking:
+        detail = f"PSI blocks on {', '.join(result.blocking)} (max {top.psi:.3f} on {top.feature})"
+    elif result.warning:
+        detail = f"no feature blocks; {', '.join(result.warning)} warn (max {top.psi:.3f} on {top.feature})"
+    else:
+        detail = f"no feature drifts (max PSI {top.psi:.3f} on {top.feature})"
+    return GateCheck("drift", not result.blocking, top.psi, result.block, detail)
+
+
+def model_check(*, challenger_score: float, champion_score: float | None, tolerance: float) -> GateCheck:
+    """Gate check 4: the challenger is not worse than the champion (PR AUC within a tolerance).
+
+    Args:
+        challenger_score: The challenger's PR AUC on the latest out-of-time window.
+        champion_score: The champion's PR AUC on the same rows, or None when there is no champion.
+        tolerance: How far below the champion the challenger may be.
+
+    Returns:
+        The check; the figure is challenger - champion, the threshold -tolerance.
+    """
+    if champion_score is None:
+        return GateCheck(
+            "model",
+            True,
+            float("nan"),
+            -tolerance,
+            f"no champion yet; challenger PR AUC {challenger_score:.4f}",
+        )
+    delta = challenger_score - champion_score
+    passed = delta >= -tolerance
+    verdict = "not worse than" if passed else "worse than"
+    return GateCheck(
+        "model",
+        passed,
+        delta,
+        -tolerance,
+        f"challenger PR AUC {challenger_score:.4f} is {verdict} champion {champion_score:.4f} "
+        f"(difference {delta:+.4f}, tolerance {tolerance})",
+    )
+
+
+def pr_auc(*, model: Any, frame: pd.DataFrame, features: Sequence[str], label: str = LABEL) -> float:
+    """Average precision (PR AUC) of a fitted classifier on labelled rows.
+
+    Args:
+        model: A fitted sklearn estimator or pipeline with `predict_proba`.
+        frame: Rows with the feature columns and the label.
+        features: Feature columns to use when the model does not name its own inputs.
+        label: The label column (1 = churned).
+
+    Returns:
+        The PR AUC.
+
+    Raises:
+        GateError: When the frame lacks the label or a feature, or has a single class.
+    """
+    from sklearn.metrics import average_precision_score
+
+    inputs = list(getattr(model, "feature_names_in_", features))
+    missing = [c for c in [*inputs, label] if c not in frame.columns]
+    if missing:
+        raise GateError(f"the evaluation window lacks the column(s) {missing}")
+    labels = frame[label].astype(int)
+    if labels.nunique() < 2:
+        raise GateError(f"the evaluation window has a single class in {label!r}; PR AUC is undefined")
+    scores = model.predict_proba(frame[inputs])[:, 1]
+    return float(average_precision_score(labels, scores))
+
+
+def require_reason(*, force: bool, reason: str | None) -> None:
+    """Refuse to force a promotion without a reason.
+
+    Args:
+        force: Whether the operator forces the promotion.
+        reason: The operator's reason.
+
+    Raises:
+        GateError: When forcing with no (or a blank) reason.
+    """
+    if force and not (reason and reason.strip()):
+        raise GateError("--force needs --reason TEXT: a forced promotion must say why, for the audit")
+
+
+def decide(
+    *, versions: Versions, checks: Sequence[GateCheck], dry_run: bool, force: bool, reason: str | None
+) -> GateDecision:
+    """Turn the checks into a decision (pure; nothing is moved or recorded).
+
+    Args:
+        versions: The registry state.
+        checks: The gate's checks.
+        dry_run: Whether the decision will only be shown.
+        force: Promote even when a check fails.
+        reason: Why; required when forcing.
+
+    Returns:
+        The decision.
+
+    Raises:
+        GateError: When forcing without a reason.
+    """
+    require_reason(force=force, reason=reason)
+    passed = all(c.passed for c in checks)
+    if versions.champion == versions.challenger:
+        decision, after = "unchanged", versions.champion
+    elif passed:
+        decision, after = "promoted", versions.challenger
+    elif force:
+        decision, after = "forced", versions.challenger
+    else:
+        decision, after = "refused", versions.champion
+    return GateDecision(
+        versions=versions,
+        checks=tuple(checks),
+        decision=decision,
+        dry_run=dry_run,
+        reason=reason.strip() if reason else None,
+        champion_after=after,
+    )
+
+
+def resolve_versions(*, client: MlflowClient, model: str = MODEL_NAME) -> Versions:
+    """Find the challenger and the champion of a registered model.
+
+    Args:
+        client: An MLflow client on the tracking/registry store.
+        model: The registered model's name.
+
+    Returns:
+        The versions.
+
+    Raises:
+        GateError: When the model or its `challenger` alias does not exist.
+    """
+    challenger = _version_by_alias(client=client, model=model, alias=CHALLENGER)
+    if challenger is None:
+        raise GateError(
+            f"registered model {model!r} has no '{CHALLENGER}' version: train a model first (churnops train)"
+        )
+    champion = _version_by_alias(client=client, model=model, alias=CHAMPION)
+    return Versions(
+        model=model,
+        challenger=str(challenger.version),
+        challenger_run_id=str(challenger.run_id),
+        champion=None if champion is None else str(champion.version),
+    )
+
+
+def load_run_frame(*, client: MlflowClient, run_id: str, artifact: str) -> pd.DataFrame:
+    """Read a Parquet artifact of a run (e.g. `datasets/train.parquet`).
+
+    Args:
+        client: An MLflow client.
+        run_id: The run.
+        artifact: The artifact's path inside the run.
+
+    Returns:
+        The frame.
+
+    Raises:
+        GateError: When the run has no such artifact.
+    """
+    from mlflow.exceptions import MlflowException
+
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            local = client.download_artifacts(run_id, artifact, tmp)
+        except (MlflowException, OSError) as exc:
+            raise GateError(f"run {run_id} has no artifact {artifact!r}: {exc}") from exc
+        return pd.read_parquet(local)
+
+
+def load_version(*, tracking_uri: str, model: str, version: str) -> Any:
+    """Load one registered version as its sklearn model.
+
+    Args:
+        tracking_uri: The MLflow tracking/registry URI.
+        model: The registered model's name.
+        version: The version.
+
+    Returns:
+        The fitted sklearn estimator.
+    """
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_registry_uri(tracking_uri)
+    return mlflow.sklearn.load_model(f"models:/{model}/{version}")
+
+
+def compare_models(
+    *,
+    tracking_uri: str,
+    versions: Versions,
+    window: pd.DataFrame,
+    contract: FeatureContract,
+) -> GateCheck:
+    """Gate check 4 from the registry: score challenger and champion on the same window.
+
+    Args:
+        tracking_uri: The MLflow tracking/registry URI.
+        versions: The registry state.
+        window: The latest out-of-time window (features + `label`).
+        contract: The feature contract (features; `promotion.tolerance`).
+
+    Returns:
+        The model check.
+    """
+    features = contract.feature_names
+    challenger = load_version(tracking_uri=tracking_uri, model=versions.model, version=versions.challenger)
+    challenger_score = pr_auc(model=challenger, frame=window, features=features)
+    champion_score = None
+    if versions.champion is not None:
+        champion = load_version(tracking_uri=tracking_uri, model=versions.model, version=versions.champion)
+        champion_score = pr_auc(model=champion, frame=window, features=features)
+    return model_check(
+        challenger_score=challenger_score,
+        champion_score=champion_score,
+        tolerance=contract.promotion.tolerance,
+    )
+
+
+def champion_history(*, client: MlflowClient, model: str = MODEL_NAME) -> list[str]:
+    """The versions that have been champion, oldest first (rolled-back ones removed).
+
+    Args:
+        client: An MLflow client.
+        model: The registered model's name.
+
+    Returns:
+        The history.
+    """
+    raw = client.get_registered_model(model).tags.get(HISTORY_TAG)
+    return [str(v) for v in json.loads(raw)] if raw else []
+
+
+def apply_decision(
+    *,
+    client: MlflowClient,
+    decision: GateDecision,
+    audit_db: Path,
+    user: str,
+    now: datetime,
+    artifacts: Sequence[Path] = (),
+) -> int | None:
+    """Act on a decision: move `champion`, log to the challenger's run, write the audit record.
+
+    A dry run does nothing and returns None.
+
+    Args:
+        client: An MLflow client.
+        decision: The decision from `decide`.
+        audit_db: The audit database.
+        user: Who decided.
+        now: When (UTC).
+        artifacts: Files to log under `gate/` in the challenger's run (the drift HTML and JSON).
+
+    Returns:
+        The audit record's id, or None for a dry run.
+    """
+    if decision.dry_run:
+        return None
+    versions = decision.versions
+    if decision.decision in ("promoted", "forced"):
+        history = champion_history(client=client, model=versions.model)
+        client.set_registered_model_alias(versions.model, CHAMPION, versions.challenger)
+        client.set_registered_model_tag(
+            versions.model, HISTORY_TAG, json.dumps([*history, versions.challenger])
+        )
+    run_id = versions.challenger_run_id
+    for path in artifacts:
+        client.log_artifact(run_id, str(path), artifact_path="gate")
+    with tempfile.TemporaryDirectory() as tmp:
+        result = Path(tmp) / "gate_result.json"
+        document = {**decision.to_dict(), "time": now.isoformat(), "user": user}
+        result.write_text(json.dumps(document, indent=2) + "\n")
+        client.log_artifact(run_id, str(result), artifact_path="gate")
+    client.set_tag(run_id, "churnops.gate.decision", decision.decision)
+    return record_decision(
+        db_path=audit_db,
+        record=AuditRecord(
+            time=now,
+            user=user,
+            action="promote",
+            model=versions.model,
+            challenger_version=versions.challenger,
+            champion_before=versions.champion,
+            champion_after=decision.champion_after,
+            decision=decision.decision,
+            reason=decision.reason,
+            checks=tuple(c.to_audit() for c in decision.checks),
+        ),
+    )
+
+
+@dataclass(frozen=True)
+class Rollback:
+    """A completed rollback.
+
+    Attributes:
+        model: The registered model.
+        from_version: The champion that was replaced.
+        to_version: The champion now.
+        audit_id: The audit record's id.
+    """
+
+    model: str
+    from_version: str
+    to_version: str
+    audit_id: int
+
+
+def rollback(
+    *,
+    client: MlflowClient,
+    audit_db: Path,
+    user: str,
+    now: datetime,
+    reason: str | None = None,
+    model: str = MODEL_NAME,
+) -> Rollback:
+    """Move `champion` back to the previous champion, and audit it.
+
+    Args:
+        client: An MLflow client.
+        audit_db: The audit database.
+        user: Who rolled back.
+        now: When (UTC).
+        reason: Why (optional, recorded).
+        model: The registered model.
+
+    Returns:
+        What moved.
+
+    Raises:
+        GateError: When there is no previous champion, or `champion` was moved outside churnops.
+    """
+    history = champion_history(client=client, model=model)
+    current = _version_by_alias(client=client, model=model, alias=CHAMPION)
+    if current is None or len(history) < 2:
+        raise GateError(f"{model!r} has no previous champion to roll back to (history: {history or 'empty'})")
+    if str(current.version) != history[-1]:
+        raise GateError(
+            f"'{CHAMPION}' points at version {current.version}, but churnops last promoted {history[-1]}: "
+            "the alias was moved by hand; set it explicitly in MLflow instead of rolling back"
+        )
+    target = history[-2]
+    client.set_registered_model_alias(model, CHAMPION, target)
+    client.set_registered_model_tag(model, HISTORY_TAG, json.dumps(history[:-1]))
+    audit_id = record_decision(
+        db_path=audit_db,
+        record=AuditRecord(
+            time=now,
+            user=user,
+            action="rollback",
+            model=model,
+            challenger_version=None,
+            champion_before=history[-1],
+            champion_after=target,
+            decision="rolled_back",
+            reason=reason,
+        ),
+    )
+    return Rollback(model=model, from_version=history[-1], to_version=target, audit_id=audit_id)
+
+
+def _version_by_alias(*, client: MlflowClient, model: str, alias: str) -> Any:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_model_version_by_alias(model, alias)
+    except MlflowException:
+        return None
