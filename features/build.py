@@ -197,7 +197,7 @@ def _count_late(
     return late
 
 
-def _to_rows(computed: pa.Table, contract: FeatureContract, created_us: int) -> pa.Table:
+def to_rows(computed: pa.Table, contract: FeatureContract, created_us: int) -> pa.Table:
     """Computed features → table rows: key, event/created/snapshot timestamps, features."""
     s = computed.column(KEY_TS).cast(pa.timestamp("us")).cast(table.TIMESTAMP_TYPE)
     created = pa.array(np.full(computed.num_rows, created_us, dtype="datetime64[us]")).cast(
@@ -305,7 +305,7 @@ def build_features(
                 f"AND k.{KEY_TS} >= r.start_us AND k.{KEY_TS} < r.end_us)"
             ).to_arrow_table()
         computed = compute.compute(con, contract=contract, present=present, targets=targets)
-    rows = _to_rows(computed, contract, created_us)
+    rows = to_rows(computed, contract, created_us)
     if state is None:
         _state_path(features_dir, contract).unlink(missing_ok=True)
         table.drop_table(features_dir, contract)

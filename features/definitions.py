@@ -1,0 +1,140 @@
+"""The Feast objects (entity, source, view, service), built from the feature contract.
+
+The files in `feature_repo/` re-export these objects. They are built here, in an importable
+package, because Feast imports repository files by their path relative to the working
+directory: run from `feature_repo/`, the file `features.py` would be imported as `features`,
+which is this package, so a definition written only in that file would be skipped.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from contracts.feature_contract import DEFAULT_FEATURE_CONTRACT, FeatureContract, load_feature_contract
+from features.naming import FEAST_SUBDIR, FEATURES_SUBDIR, service_name, source_name, view_name
+from features.table import CREATED_TIMESTAMP, EVENT_TIMESTAMP, SNAPSHOT_TS, table_glob
+
+if TYPE_CHECKING:
+    from feast import Entity, FeatureService, FeatureView, FileSource
+
+HOME_ENV = "CHURNOPS_HOME"
+
+
+@dataclass(frozen=True)
+class Definitions:
+    """The Feast objects of one feature contract.
+
+    Attributes:
+        entity: The entity (join key from the contract).
+        source: The offline table as a file source.
+        view: The feature view: every contract feature plus `snapshot_ts`, ttl from the contract.
+        service: The feature service models and serving use.
+    """
+
+    entity: Entity
+    source: FileSource
+    view: FeatureView
+    service: FeatureService
+
+
+def _flat(text: str) -> str:
+    return " ".join(text.split())
+
+
+def build_definitions(*, contract: FeatureContract, features_dir: Path) -> Definitions:
+    """Build the Feast objects of a contract whose offline table lives under `features_dir`.
+
+    Args:
+        contract: The feature contract.
+        features_dir: The features folder the table is built in.
+
+    Returns:
+        The entity, source, view and service.
+    """
+    from feast import Entity, FeatureService, FeatureView, Field, FileSource
+    from feast.data_format import ParquetFormat
+    from feast.types import Bool, Float64, Int64, String, UnixTimestamp
+    from feast.value_type import ValueType
+
+    owner = contract.overview.owners[0].email
+    tags = dict(contract.overview.tags)
+    entity = Entity(
+        name=contract.entity.name,
+        join_keys=[contract.entity.join_key],
+        value_type={"string": ValueType.STRING, "int64": ValueType.INT64}[contract.entity.dtype],
+        description=_flat(contract.entity.description),
+        owner=owner,
+        tags=tags,
+    )
+    source = FileSource(
+        name=source_name(contract),
+        path=table_glob(features_dir, contract),
+        file_format=ParquetFormat(),
+        timestamp_field=EVENT_TIMESTAMP,
+        created_timestamp_column=CREATED_TIMESTAMP,
+        description=f"Offline table of {contract.name} v{contract.version}: one row per customer per "
+        "snapshot time.",
+        owner=owner,
+        tags=tags,
+    )
+    types = {"int64": Int64, "float64": Float64, "string": String, "bool": Bool}
+    view = FeatureView(
+        name=view_name(contract),
+        entities=[entity],
+        # The ttl bounds a snapshot's age at serving/join time (about one grain); the 30-day
+        # aggregation window lives inside each snapshot's values.
+        ttl=contract.time.ttl,
+        schema=[
+            Field(
+                name=SNAPSHOT_TS, dtype=UnixTimestamp, description="The snapshot time S; staleness is T - S."
+            ),
+            *[
+                Field(name=f.name, dtype=types[f.dtype], description=_flat(f.description))
+                for f in contract.features
+            ],
+        ],
+        source=source,
+        online=True,
+        description=_flat(contract.overview.description),
+        owner=owner,
+        tags={**tags, "contract": contract.name, "contract_version": str(contract.version)},
+    )
+    service = FeatureService(
+        name=service_name(contract),
+        features=[view],
+        description=f"{contract.name} v{contract.version}: {_flat(contract.overview.description)}",
+        owner=owner,
+        tags={**tags, "contract": contract.name, "contract_version": str(contract.version)},
+    )
+    return Definitions(entity=entity, source=source, view=view, service=service)
+
+
+@cache
+def _definitions_for(home: str) -> Definitions:
+    # The SQLite registry and online store in feature_store.yaml live here; SQLite will not
+    # create a missing folder, and `feast apply` on a fresh home must work.
+    Path(home).joinpath(*FEAST_SUBDIR).mkdir(parents=True, exist_ok=True)
+    contract = load_feature_contract(DEFAULT_FEATURE_CONTRACT)
+    return build_definitions(contract=contract, features_dir=Path(home).joinpath(*FEATURES_SUBDIR))
+
+
+def repo_definitions() -> Definitions:
+    """The definitions `feature_repo/` exports: the default contract, the table under `$CHURNOPS_HOME`.
+
+    Returns:
+        The Feast objects (built once per process).
+
+    Raises:
+        RuntimeError: When CHURNOPS_HOME is not set.
+    """
+    home = os.environ.get(HOME_ENV)
+    if not home:
+        raise RuntimeError(
+            "CHURNOPS_HOME is not set: export it (the churnops home, e.g. the repository root) or run "
+            "`churnops features apply --home DIR`, so the feature repo reads that home's table"
+        )
+    return _definitions_for(str(Path(home).resolve()))

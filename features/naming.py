@@ -1,0 +1,25 @@
+"""Names of the Feast objects, derived from the feature contract (never written twice)."""
+
+from __future__ import annotations
+
+from contracts.durations import format_duration
+from contracts.feature_contract import FeatureContract
+
+# Home-relative folders; they mirror `churnops.settings.Workspace` and `feature_store.yaml`.
+FEATURES_SUBDIR = ("data", "features")
+FEAST_SUBDIR = ("data", "feast")
+
+
+def view_name(contract: FeatureContract) -> str:
+    """The feature view: the set's name and its window, e.g. `customer_profile_30d`."""
+    return f"{contract.name}_{format_duration(contract.time.lookback)}"
+
+
+def service_name(contract: FeatureContract) -> str:
+    """The feature service: the set's name and major version, e.g. `customer_profile_v1`."""
+    return f"{contract.name}_v{contract.version}"
+
+
+def source_name(contract: FeatureContract) -> str:
+    """The offline table's Feast data source, e.g. `customer_profile_v1_source`."""
+    return f"{service_name(contract)}_source"
