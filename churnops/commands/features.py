@@ -2,7 +2,177 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
 import typer
+
+from churnops.commands.common import HomeOption, console, fail, workspace
+
+if TYPE_CHECKING:
+    from feast import FeatureStore
+
+features_app = typer.Typer(
+    help="Build the offline feature table and register the Feast definitions.", no_args_is_help=True
+)
+
+
+def _time(value: str | None, option: str) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise fail(f"{option} {value!r} is not an ISO-8601 time such as 2026-07-24T13:05:00Z") from exc
+
+
+@features_app.command("build")
+def build(
+    home: HomeOption = None,
+    until: Annotated[
+        str | None, typer.Option(help="Build boundaries up to this time (default: now).")
+    ] = None,
+    full: Annotated[bool, typer.Option("--full", help="Recompute every snapshot.")] = False,
+) -> None:
+    """Compute customer_profile snapshots from the lake (new days and late-touched snapshots only)."""
+    from contracts.feature_contract import load_feature_contract
+    from features.build import build_features
+
+    ws = workspace(home)
+    try:
+        report = build_features(
+            lake_dir=ws.lake,
+            features_dir=ws.features,
+            contract=load_feature_contract(),
+            until=_time(until, "--until"),
+            full=full,
+        )
+    except ValueError as exc:
+        raise fail(str(exc)) from exc
+    console.print(
+        f"built {report.snapshots_computed:,} snapshots for {report.customers:,} customers up to "
+        f"{report.until:%Y-%m-%d %H:%M} UTC ({'full' if report.full else 'incremental'}, "
+        f"{report.late_records:,} late records, {report.partitions_written} partitions) "
+        f"in {report.seconds:.1f}s"
+    )
+
+
+@features_app.command("apply")
+def apply_command(home: HomeOption = None) -> None:
+    """Register the Feast entity, source, view and service and create the online table (`feast apply`)."""
+    from features.store import apply, open_store
+
+    ws = workspace(home)
+    apply(open_store(home=ws.home))
+    console.print(f"applied the Feast definitions for {ws.home}")
+
+
+def _store(home: Path) -> FeatureStore:
+    from features.store import apply, is_applied, open_store
+
+    store = open_store(home=home)
+    if not is_applied(store):
+        apply(store)
+    return store
+
+
+def training_set(
+    entities: Annotated[Path, typer.Option(help="Parquet or CSV with customer_id and event_timestamp.")],
+    out: Annotated[Path, typer.Option(help="Where to write the training set (.parquet or .csv).")],
+    feature_service: Annotated[str, typer.Option(help="The Feast feature service.")] = "customer_profile_v1",
+    home: HomeOption = None,
+) -> None:
+    """Point-in-time training set for entity rows, through Feast get_historical_features."""
+    import pandas as pd
+
+    from features.training_set import get_training_set
+
+    ws = workspace(home)
+    if not entities.is_file():
+        raise fail(f"entity file {entities} does not exist")
+    if entities.suffix not in (".parquet", ".csv") or out.suffix not in (".parquet", ".csv"):
+        raise fail("--entities and --out must be .parquet or .csv files")
+    frame = pd.read_parquet(entities) if entities.suffix == ".parquet" else pd.read_csv(entities)
+    store = _store(ws.home)
+    try:
+        result = get_training_set(store=store, entities=frame, feature_service=feature_service)
+    except ValueError as exc:
+        raise fail(f"{entities}: {exc}") from exc
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    if out.suffix == ".parquet":
+        result.to_parquet(tmp, index=False)
+    else:
+        result.to_csv(tmp, index=False)
+    tmp.replace(out)
+    console.print(
+        f"wrote {len(result):,} rows ({int(result['profile_defaulted'].sum()):,} defaulted) to {out}"
+    )
+
+
+def materialize_command(
+    at: Annotated[str | None, typer.Option(help="Refresh time, ISO-8601 (default: now).")] = None,
+    home: HomeOption = None,
+) -> None:
+    """Snapshot every customer as of --at, append it offline and load the online store."""
+    from contracts.feature_contract import load_feature_contract
+    from features.materialize import materialize
+
+    ws = workspace(home)
+    store = _store(ws.home)
+    try:
+        report = materialize(
+            store=store,
+            lake_dir=ws.lake,
+            features_dir=ws.features,
+            contract=load_feature_contract(),
+            at=_time(at, "--at"),
+        )
+    except ValueError as exc:
+        raise fail(str(exc)) from exc
+    console.print(
+        f"materialized {report.customers:,} customers at {report.at:%Y-%m-%d %H:%M:%S} UTC "
+        f"in {report.seconds:.1f}s "
+        f"(build {report.build.seconds:.1f}s, snapshot {report.compute_seconds:.1f}s, online load "
+        f"{report.online_seconds:.1f}s)"
+    )
+
+
+def parity_command(
+    at: Annotated[
+        str | None, typer.Option(help="Time to compare (default: the last materialization).")
+    ] = None,
+    home: HomeOption = None,
+) -> None:
+    """Compare online values with offline point-in-time values; exit 1 beyond the contract's tolerance."""
+    from contracts.feature_contract import load_feature_contract
+    from features.materialize import last_materialized
+    from features.parity import check_parity
+
+    ws = workspace(home)
+    contract = load_feature_contract()
+    store = _store(ws.home)
+    when = _time(at, "--at") or last_materialized(store, contract)
+    if when is None:
+        raise fail("nothing was materialized yet: run `churnops materialize` first, or pass --at")
+    report = check_parity(
+        store=store,
+        at=when,
+        sample=contract.parity.sample_size,
+        tolerance=contract.parity.tolerance,
+        features_dir=ws.features,
+        contract=contract,
+    )
+    if not report.worst.empty:
+        console.print(report.worst.to_string(index=False))
+    verdict = "passed" if report.passed else "FAILED"
+    console.print(
+        f"parity {verdict} at {report.at:%Y-%m-%d %H:%M:%S} UTC: {report.sampled} customers, "
+        f"{report.mismatches} values beyond tolerance {report.tolerance}"
+    )
+    if not report.passed:
+        raise typer.Exit(1)
 
 
 def register(app: typer.Typer) -> None:
@@ -11,3 +181,7 @@ def register(app: typer.Typer) -> None:
     Args:
         app: The root Typer application.
     """
+    app.add_typer(features_app, name="features")
+    app.command("training-set")(training_set)
+    app.command("materialize")(materialize_command)
+    app.command("parity")(parity_command)
