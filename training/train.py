@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -307,9 +308,15 @@ def run_training(
     run_tags = {**lineage.tags(), "code_version": version_of_code}
     if version_of_code.startswith("git:"):
         run_tags["mlflow.source.git.commit"] = version_of_code.removeprefix("git:")
-    with mlflow.start_run(
-        experiment_id=experiment_id, run_name=f"train-{lineage.feature_service}-seed{seed}", tags=run_tags
-    ) as run:
+    with (
+        warnings.catch_warnings(),
+        mlflow.start_run(
+            experiment_id=experiment_id, run_name=f"train-{lineage.feature_service}-seed{seed}", tags=run_tags
+        ) as run,
+    ):
+        # Contract features are never null (the join fills defaults), so MLflow's hint that
+        # integer columns cannot hold missing values does not apply.
+        warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer")
         training_set = load_training_set()
         _check_training_set(training_set, contract)
         split = out_of_time_split(frame=training_set, fractions=settings.fractions)
