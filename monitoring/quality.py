@@ -167,7 +167,7 @@ def range_checks(*, frame: pd.DataFrame, contract: FeatureContract) -> list[Qual
             row = int(bad.to_numpy().nonzero()[0][0])
             message = (
                 f"{count} value(s) of {feature.name} outside {bounds}; first at row {row}: "
-                f"{values.iloc[row]!r}"
+                f"{_plain(values.iloc[row])!r}"
             )
         else:
             message = f"every {feature.name} value is within {bounds}"
@@ -228,7 +228,7 @@ def consistency_checks(*, frame: pd.DataFrame, contract: FeatureContract) -> lis
         count = int(broken.sum())
         if count:
             row = int(broken.to_numpy().nonzero()[0][0])
-            values = {c: frame[c].iloc[row] for c in _operands(rule.rule, frame)}
+            values = {c: _plain(frame[c].iloc[row]) for c in _operands(rule.rule, frame)}
             message = f"{count} row(s) break {rule.rule}; first at row {row}: {values}"
         else:
             message = f"{rule.rule} holds on every row"
@@ -474,6 +474,12 @@ def _require(*, frame: pd.DataFrame, contract: FeatureContract, label: str, extr
 def _operands(expression: str, frame: pd.DataFrame) -> list[str]:
     tokens = expression.replace("(", " ").replace(")", " ").split()
     return [t for t in tokens if t in frame.columns]
+
+
+def _plain(value: object) -> object:
+    # NumPy scalars print as `np.int64(32)`; messages should show `32`.
+    item = getattr(value, "item", None)
+    return item() if callable(item) else value
 
 
 def _num(value: float) -> str:
