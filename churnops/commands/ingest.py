@@ -2,7 +2,154 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from typing import Annotated
+
 import typer
+from rich.table import Table
+
+from churnops.commands.common import HomeOption, console, fail, workspace
+
+contracts_app = typer.Typer(
+    help="Data contracts: run the source contracts' checks on the lake.", no_args_is_help=True
+)
+
+
+def ingest(
+    home: HomeOption = None,
+    source: Annotated[
+        Path | None,
+        typer.Option(
+            "--source", help="Landing folder to read (default: <home>/data/landing).", show_default=False
+        ),
+    ] = None,
+    only: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--only",
+            help="Ingest only this source (repeatable), e.g. --only usage_events.",
+            show_default=False,
+        ),
+    ] = None,
+    backfill: Annotated[
+        bool | None,
+        typer.Option(
+            "--backfill/--live",
+            help="Historical load (freshness skipped) or live batch (freshness enforced). Default: a batch "
+            "whose ingested_at spans more than the contract's backfill_span is a backfill.",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """Validate landing files against the source contracts and merge accepted rows into the lake."""
+    from contracts.errors import ContractError
+    from ingestion.ingest import IngestError
+    from ingestion.ingest import ingest as run_ingest
+
+    ws = workspace(home)
+    landing = source or ws.landing
+    try:
+        report = run_ingest(
+            landing_dir=landing,
+            lake_dir=ws.lake,
+            quarantine_dir=ws.quarantine,
+            log_db=ws.ingestion_log,
+            sources=only or None,
+            backfill=backfill,
+        )
+    except (IngestError, ContractError) as exc:
+        raise fail(" ".join(str(exc).split())) from exc
+    table = Table(title=f"Ingested {landing}")
+    for name, justify in (
+        ("source", "left"),
+        ("file", "left"),
+        ("mode", "left"),
+        ("received", "right"),
+        ("accepted", "right"),
+        ("quarantined", "right"),
+        ("duplicates", "right"),
+        ("late", "right"),
+        ("status", "left"),
+    ):
+        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+    colour = {"ok": "green", "failed": "red", "skipped": "yellow"}
+    for batch in report.batches:
+        table.add_row(
+            batch.source,
+            batch.file.name,
+            batch.mode,
+            f"{batch.received:,}",
+            f"{batch.accepted:,}",
+            f"{batch.quarantined:,}",
+            f"{batch.duplicates:,}",
+            f"{batch.late:,}",
+            f"[{colour[batch.status]}]{batch.status}[/]",
+        )
+    console.print(table)
+    for batch in report.batches:
+        if batch.status == "skipped":
+            console.print(f"[yellow]{batch.source}[/]: {batch.message}", highlight=False)
+        if batch.mode == "backfill" and batch.status == "ok":
+            console.print(
+                f"{batch.source}: backfill, freshness not enforced ({batch.backfill_reason})", highlight=False
+            )
+        if batch.quarantine_file is not None:
+            rules = ", ".join(f"{rule} {count:,}" for rule, count in batch.quarantine_rules.items())
+            console.print(
+                f"{batch.source}: quarantined rows ({rules}) → {batch.quarantine_file}", highlight=False
+            )
+    for name in report.missing:
+        console.print(f"{name}: no landing file in {landing}", highlight=False)
+    if not report.ok:
+        lines = [
+            f"{b.source} ({b.file.name}): {failure.message}" for b in report.failed for failure in b.failures
+        ]
+        raise fail("batch(es) failed their contract, nothing of them reached the lake: " + "; ".join(lines))
+
+
+@contracts_app.command("check")
+def check(
+    home: HomeOption = None,
+    source: Annotated[
+        str | None, typer.Option("--source", help="Check only this source, e.g. billing.", show_default=False)
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the results as JSON instead of a table.")
+    ] = False,
+) -> None:
+    """Run the source contracts' batch checks on what is in the lake; exit 1 when any fails."""
+    from contracts.errors import ContractError
+    from ingestion.checks import check_lake
+
+    ws = workspace(home)
+    try:
+        report = check_lake(lake_dir=ws.lake, source=source)
+    except (ValueError, ContractError) as exc:
+        raise fail(" ".join(str(exc).split())) from exc
+    if as_json:
+        typer.echo(json.dumps(report.to_dict(), indent=2))
+    else:
+        table = Table(title=f"Contract checks on {ws.lake}")
+        for name in ("source", "rule", "column", "figure", "threshold", "result"):
+            table.add_column(name, overflow="fold")
+        for r in report.results:
+            result = "[yellow]skipped[/]" if r.skipped else "[green]pass[/]" if r.passed else "[red]FAIL[/]"
+            table.add_row(
+                r.source,
+                r.rule,
+                r.column or "",
+                "" if r.figure is None else f"{r.figure:.4g}",
+                "" if r.threshold is None else f"{r.threshold:g}",
+                result,
+            )
+        console.print(table)
+        # The table stays narrow; the sentences that matter (failures, skips) follow it.
+        for r in report.results:
+            if r.skipped or not r.passed:
+                console.print(f"{r.source}: {r.message}", highlight=False)
+    if not report.passed:
+        raise typer.Exit(1)
 
 
 def register(app: typer.Typer) -> None:
@@ -11,3 +158,5 @@ def register(app: typer.Typer) -> None:
     Args:
         app: The root Typer application.
     """
+    app.command("ingest")(ingest)
+    app.add_typer(contracts_app, name="contracts")

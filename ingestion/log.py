@@ -1,0 +1,111 @@
+"""The ingestion log: one row per batch (landing file) in a SQLite database, via sqlite-utils.
+
+Columns: `id` (`<source>/<batch>`), `source`, `batch`, `file`, `content_hash`,
+`contract_version`, `mode` (live/backfill), `backfill_reason`, `status` (ok/failed), `received`,
+`accepted`, `quarantined`, `duplicates`, `replaced`, `late`, `failures` (JSON list of the failed
+checks), `quarantine_file`, `started_at`, `finished_at`, `seconds`. A re-run of a failed batch
+replaces its row; a batch that succeeded is never run again (same content hash → skipped).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+
+TABLE = "batches"
+_COLUMNS: dict[str, type] = {
+    "id": str,
+    "source": str,
+    "batch": str,
+    "file": str,
+    "content_hash": str,
+    "contract_version": int,
+    "mode": str,
+    "backfill_reason": str,
+    "status": str,
+    "received": int,
+    "accepted": int,
+    "quarantined": int,
+    "duplicates": int,
+    "replaced": int,
+    "late": int,
+    "failures": str,
+    "quarantine_file": str,
+    "started_at": str,
+    "finished_at": str,
+    "seconds": float,
+}
+
+
+def _open(log_db: Path) -> sqlite_utils.Database:
+    log_db.parent.mkdir(parents=True, exist_ok=True)
+    db = sqlite_utils.Database(log_db)
+    if TABLE not in db.table_names():
+        db[TABLE].create(_COLUMNS, pk="id", not_null={"id", "source", "content_hash", "status"})
+        db[TABLE].create_index(["source", "content_hash"])
+    return db
+
+
+def find_ingested(log_db: Path, *, source: str, content_hash: str) -> dict[str, Any] | None:
+    """The successful batch of `source` with this content hash, if one was ingested.
+
+    Args:
+        log_db: The log's SQLite file.
+        source: The source name.
+        content_hash: SHA-256 of the landing file.
+
+    Returns:
+        The log row, or None.
+    """
+    if not log_db.is_file():
+        return None
+    db = _open(log_db)
+    try:
+        rows = list(
+            db[TABLE].rows_where(
+                "source = ? AND content_hash = ? AND status = 'ok'", [source, content_hash], limit=1
+            )
+        )
+    finally:
+        db.close()
+    return rows[0] if rows else None
+
+
+def record_batch(log_db: Path, row: dict[str, Any]) -> None:
+    """Insert or replace one batch's row (keyed on `id`).
+
+    Args:
+        log_db: The log's SQLite file (created when missing).
+        row: The batch's values (see the module docstring for the columns).
+    """
+    unknown = sorted(set(row) - set(_COLUMNS))
+    if unknown:
+        raise ValueError(f"ingestion log: unknown columns {unknown}")
+    db = _open(log_db)
+    try:
+        # Not upsert: its first step inserts the bare key, which the NOT NULL columns ignore.
+        db[TABLE].insert(row, pk="id", replace=True)
+    finally:
+        db.close()
+
+
+def read_log(log_db: Path, *, source: str | None = None) -> list[dict[str, Any]]:
+    """Every logged batch, oldest first.
+
+    Args:
+        log_db: The log's SQLite file.
+        source: Only this source's batches.
+
+    Returns:
+        The rows (empty when the log does not exist yet).
+    """
+    if not log_db.is_file():
+        return []
+    db = _open(log_db)
+    try:
+        where, args = ("source = ?", [source]) if source else (None, [])
+        return list(db[TABLE].rows_where(where, args, order_by="started_at, id"))
+    finally:
+        db.close()

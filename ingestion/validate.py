@@ -1,0 +1,446 @@
+"""Row-level validation: raw text → typed values plus one violation per broken (row, column, rule).
+
+Pure functions over DataFrames; nothing here reads or writes files. Rules, in the order a
+row's first violation is reported:
+
+- `null_key`: a primary-key column is empty.
+- `not_null`: another `nullable: false` column is empty.
+- `type`: the value does not parse as the column's type (a malformed timestamp or date, text in
+  a number column, an integer with decimals, a boolean that is not true/false).
+- `format`: a string does not match the column's `format` regex.
+- `accepted_values`: a string (after the contract's `normalize`) is not in the column's enum.
+- `range`: a number is outside the column's minimum/maximum.
+- `unknown_<name>` (e.g. `unknown_customer`): a `references` column names a record that is in
+  neither the lake nor the rows accepted before it.
+- `future_timestamp`: an event time after its own `ingested_at` (or after now) by more than the
+  contract's clock skew, or an `ingested_at` after now by more than that skew.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from contracts.source_contract import Column, SourceContract
+from ingestion.checks import duckdb_connection
+
+RULE_ORDER: tuple[str, ...] = (
+    "missing_column",
+    "null_key",
+    "not_null",
+    "type",
+    "format",
+    "accepted_values",
+    "range",
+    "unknown_reference",
+    "future_timestamp",
+    "batch_rejected",
+)
+REASON_COLUMNS: tuple[str, ...] = ("_file", "_row", "_column", "_rule", "_value", "_message", "_reasons")
+REDACTED = "[redacted: pii]"
+_TRUE = frozenset({"true", "t", "yes", "y", "1"})
+_FALSE = frozenset({"false", "f", "no", "n", "0"})
+_TYPE_EXPECTED = {
+    "int": "expected a whole number",
+    "float": "expected a finite number",
+    "bool": "expected true or false",
+    "date": "expected a date YYYY-MM-DD",
+    "timestamp": "expected an ISO-8601 timestamp like 2026-07-24T13:05:12Z",
+}
+_VIOLATION_COLUMNS = ("row", "column", "rule", "value", "message")
+
+
+@dataclass(frozen=True)
+class ParsedBatch:
+    """A batch after typing.
+
+    Attributes:
+        typed: Every row, contract columns in order, lake Arrow types. A value that does not
+            parse is null; an enum value outside the enum or a number out of range is kept as it
+            is, so batch checks can measure how much of the delivery breaks a rule.
+        violations: One row per (row, column, rule) broken: `row` (0-based position), `column`,
+            `rule`, `value` (the raw text), `message`.
+    """
+
+    typed: pa.Table
+    violations: pd.DataFrame
+
+
+def lake_dtype(column: Column) -> object:
+    """The pandas dtype a column has when a lake partition is handled as a DataFrame.
+
+    Args:
+        column: The contract column.
+
+    Returns:
+        The dtype: nullable string, Int64, float64, boolean, Arrow date32, or microsecond UTC
+        timestamps (never nanoseconds: DuckDB and Feast cast those badly).
+    """
+    return {
+        "string": pd.StringDtype("python"),
+        "int": pd.Int64Dtype(),
+        "float": np.dtype("float64"),
+        "bool": pd.BooleanDtype(),
+        "date": pd.ArrowDtype(pa.date32()),
+        "timestamp": pd.DatetimeTZDtype(unit="us", tz="UTC"),
+    }[column.type]
+
+
+_ARROW_TYPES = {
+    "string": pa.string(),
+    "int": pa.int64(),
+    "float": pa.float64(),
+    "bool": pa.bool_(),
+    "date": pa.date32(),
+    "timestamp": pa.timestamp("us", tz="UTC"),
+}
+
+
+def lake_schema(contract: SourceContract) -> pa.Schema:
+    """The Arrow schema of a source's lake table.
+
+    Args:
+        contract: The source's contract.
+
+    Returns:
+        One field per contract column, in contract order.
+    """
+    return pa.schema([pa.field(c.name, _ARROW_TYPES[c.type]) for c in contract.columns])
+
+
+def to_lake_frame(frame: pd.DataFrame | pa.Table, contract: SourceContract) -> pd.DataFrame:
+    """Rows with the contract's columns as a DataFrame in the lake dtypes, columns in contract order.
+
+    Args:
+        frame: A DataFrame or Arrow table holding at least the contract's columns.
+        contract: The source's contract.
+
+    Returns:
+        A new frame with exactly the contract's columns and the lake dtypes.
+    """
+    if isinstance(frame, pa.Table):
+        mapper = {
+            pa.string(): pd.StringDtype("python"),
+            pa.int64(): pd.Int64Dtype(),
+            pa.bool_(): pd.BooleanDtype(),
+            pa.date32(): pd.ArrowDtype(pa.date32()),
+        }
+        frame = frame.select(contract.column_names).to_pandas(types_mapper=mapper.get)
+    return pd.DataFrame(
+        {c.name: frame[c.name].astype(lake_dtype(c)) for c in contract.columns}, index=frame.index
+    )
+
+
+def empty_violations() -> pd.DataFrame:
+    """A violations frame with no rows (see `ParsedBatch.violations`)."""
+    return pd.DataFrame({name: pd.Series(dtype=object) for name in _VIOLATION_COLUMNS}).astype(
+        {"row": np.int64}
+    )
+
+
+def _violations(rows: np.ndarray, column: str, rule: str, raw: pa.Table, message: str) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "row": rows.astype(np.int64),
+            "column": column,
+            "rule": rule,
+            "value": np.array(raw.column(column).take(pa.array(rows, pa.int64())).to_pylist(), dtype=object),
+            "message": message,
+        }
+    )
+
+
+def _sql_text(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _sql_list(values: list[str]) -> str:
+    return ", ".join(_sql_text(v) for v in values)
+
+
+def _column_sql(column: Column, null_values: list[str]) -> tuple[list[str], list[str]]:
+    """DuckDB expressions: (stage 1: missing flag and parsed value; stage 2: typed value and flags)."""
+    q = f'"{column.name}"'
+    m, v = f'"m__{column.name}"', f'"v__{column.name}"'
+    trimmed = f"trim({q})"
+    nulls = _sql_list(sorted({*null_values, ""}))
+    missing = f"({q} IS NULL OR {trimmed} IN ({nulls}))"
+    first = [f"{missing} AS {m}"]
+    second = [f"{m}"]
+    bad_type = "false"
+    if column.type == "string":
+        value = {"trim": trimmed, "trim_lower": f"lower({trimmed})"}.get(column.normalize or "", q)
+        first.append(f"CASE WHEN {missing} THEN NULL ELSE {value} END AS {v}")
+        typed = v
+    elif column.type in ("int", "float"):
+        first.append(f"CASE WHEN {missing} THEN NULL ELSE TRY_CAST({trimmed} AS DOUBLE) END AS {v}")
+        broken = f"({v} IS NULL OR NOT isfinite({v}))"
+        if column.type == "int":
+            broken = f"({broken} OR {v} <> trunc({v}) OR abs({v}) >= 9007199254740992)"
+            typed = f"CASE WHEN {broken} THEN NULL ELSE CAST({v} AS BIGINT) END"
+        else:
+            typed = f"CASE WHEN {broken} THEN NULL ELSE {v} END"
+        bad_type = f"(NOT {m} AND {broken})"
+    elif column.type == "bool":
+        lowered = f"lower({trimmed})"
+        first.append(
+            f"CASE WHEN {lowered} IN ({_sql_list(sorted(_TRUE))}) THEN true "
+            f"WHEN {lowered} IN ({_sql_list(sorted(_FALSE))}) THEN false END AS {v}"
+        )
+        typed = v
+        bad_type = f"(NOT {m} AND {v} IS NULL)"
+    else:
+        sql_type = "DATE" if column.type == "date" else "TIMESTAMPTZ"
+        first.append(f"CASE WHEN {missing} THEN NULL ELSE TRY_CAST({trimmed} AS {sql_type}) END AS {v}")
+        typed = v
+        bad_type = f"(NOT {m} AND {v} IS NULL)"
+    second.append(f'CASE WHEN {bad_type} THEN NULL ELSE {typed} END AS "{column.name}"')
+    second.append(f'{bad_type} AS "t__{column.name}"')
+    if column.format is not None:
+        second.append(
+            f'coalesce(NOT regexp_full_match({v}, {_sql_text(column.format)}), false) AS "f__{column.name}"'
+        )
+    if column.enum is not None:
+        second.append(f'coalesce({v} NOT IN ({_sql_list(column.enum)}), false) AS "e__{column.name}"')
+    if column.minimum is not None or column.maximum is not None:
+        bounds = []
+        if column.minimum is not None:
+            bounds.append(f"{v} < {column.minimum!r}")
+        if column.maximum is not None:
+            bounds.append(f"{v} > {column.maximum!r}")
+        second.append(f'coalesce(NOT {bad_type} AND ({" OR ".join(bounds)}), false) AS "r__{column.name}"')
+    return first, second
+
+
+def parse_batch(raw: pa.Table, contract: SourceContract) -> ParsedBatch:
+    """Type every column in DuckDB and collect the violations that need only the row itself.
+
+    Args:
+        raw: The landing rows as text; must hold every contract column (extra ones are ignored).
+        contract: The source's contract.
+
+    Returns:
+        The typed rows and the null/type/format/enum/range violations.
+    """
+    first: list[str] = []
+    second: list[str] = []
+    for column in contract.columns:
+        a, b = _column_sql(column, contract.delivery.null_values)
+        first += a
+        second += b
+    con = duckdb_connection()
+    try:
+        con.register("raw", raw.select(contract.column_names))
+        result = con.execute(
+            f"WITH parsed AS (SELECT {', '.join(first)} FROM raw) SELECT {', '.join(second)} FROM parsed"
+        ).to_arrow_table()
+    finally:
+        con.close()
+    typed = pa.table(
+        [result.column(c.name).cast(_ARROW_TYPES[c.type]) for c in contract.columns],
+        schema=lake_schema(contract),
+    )
+    keys = set(contract.primary_key)
+    found: list[pd.DataFrame] = []
+
+    def flagged(name: str) -> np.ndarray:
+        return np.flatnonzero(result.column(name).to_numpy(zero_copy_only=False))
+
+    for column in contract.columns:
+        name = column.name
+        if not column.nullable:
+            rows = flagged(f"m__{name}")
+            if rows.size:
+                rule = "null_key" if name in keys else "not_null"
+                what = "key column" if name in keys else "column"
+                found.append(
+                    _violations(
+                        rows, name, rule, raw, f"{what} {name} is empty; the contract says nullable: false"
+                    )
+                )
+        checks = [("t", "type", _TYPE_EXPECTED.get(column.type, ""))]
+        if column.format is not None:
+            checks.append(("f", "format", f"expected text matching {column.format}"))
+        if column.enum is not None:
+            checks.append(("e", "accepted_values", f"expected one of {', '.join(column.enum)}"))
+        if column.minimum is not None or column.maximum is not None:
+            low = -np.inf if column.minimum is None else column.minimum
+            high = np.inf if column.maximum is None else column.maximum
+            checks.append(("r", "range", f"expected a value between {_fmt(low)} and {_fmt(high)}"))
+        for prefix, rule, message in checks:
+            rows = flagged(f"{prefix}__{name}")
+            if rows.size:
+                found.append(_violations(rows, name, rule, raw, message))
+    return ParsedBatch(typed=typed, violations=_concat(found))
+
+
+def epoch_micros(values: pa.ChunkedArray) -> np.ndarray:
+    """Microseconds since the epoch as float (NaN for null), from a timestamp or date column."""
+    if pa.types.is_date32(values.type):
+        days = values.cast(pa.int32()).to_numpy(zero_copy_only=False)
+        return days.astype("float64") * 86_400_000_000
+    return values.cast(pa.int64()).to_numpy(zero_copy_only=False).astype("float64")
+
+
+def future_violations(
+    typed: pa.Table, raw: pa.Table, contract: SourceContract, *, now: datetime
+) -> pd.DataFrame:
+    """Timestamps that lie ahead of when they were recorded by more than the contract's clock skew.
+
+    `ingested_at` may not be after `now`; the event time may not be after the row's own
+    `ingested_at` nor after `now` (unless the contract allows future event times, e.g.
+    scheduled invoices).
+
+    Args:
+        typed: The typed rows (see `parse_batch`).
+        raw: The raw rows (for the reported value).
+        contract: The source's contract.
+        now: The ingestion time (UTC-aware).
+
+    Returns:
+        The violations found.
+    """
+    skew = contract.quality.clock_skew
+    skew_us = skew.total_seconds() * 1e6
+    now_us = now.timestamp() * 1e6
+    ingested_col = contract.schema_.ingested_at
+    ingested = epoch_micros(typed.column(ingested_col))
+    found = []
+    with np.errstate(invalid="ignore"):
+        ahead = ingested > now_us + skew_us
+    if ahead.any():
+        message = (
+            f"{ingested_col} is after the ingestion time {now:%Y-%m-%dT%H:%M:%SZ} by more than {_dur(skew)}"
+        )
+        found.append(_violations(np.flatnonzero(ahead), ingested_col, "future_timestamp", raw, message))
+    event_col = contract.schema_.event_time
+    if contract.quality.future_event_time == "reject" and event_col != ingested_col:
+        event = epoch_micros(typed.column(event_col))
+        reference = np.fmin(ingested, now_us)
+        with np.errstate(invalid="ignore"):
+            bad = event > reference + skew_us
+        if bad.any():
+            message = (
+                f"{event_col} is after the row's {ingested_col} (or the ingestion time) "
+                f"by more than {_dur(skew)}"
+            )
+            found.append(_violations(np.flatnonzero(bad), event_col, "future_timestamp", raw, message))
+    return _concat(found)
+
+
+def reference_violations(
+    typed: pa.Table, raw: pa.Table, contract: SourceContract, *, known: dict[str, pa.Array]
+) -> pd.DataFrame:
+    """Values of `references` columns that name no known record (e.g. an unknown customer).
+
+    Args:
+        typed: The typed rows.
+        raw: The raw rows.
+        contract: The source's contract.
+        known: `"<source>.<column>"` → the values that exist in the lake (which already holds
+            this run's accepted rows of sources ingested before).
+
+    Returns:
+        The violations found, rule `unknown_<referenced column without _id>`.
+    """
+    found = []
+    for column in contract.columns:
+        if column.references is None:
+            continue
+        values = typed.column(column.name)
+        target = known.get(column.references, pa.array([], pa.string()))
+        present = pc.is_valid(values)
+        member = pc.fill_null(pc.is_in(values, value_set=target), False)
+        bad = pc.and_(present, pc.invert(member)).to_numpy(zero_copy_only=False)
+        if bad.any():
+            ref_source, ref_column = column.references.split(".", 1)
+            rule = f"unknown_{ref_column.removesuffix('_id')}"
+            message = (
+                f"{column.name} is not a {ref_source}.{ref_column} in the lake (ingest {ref_source} first; "
+                f"a {ref_source} row quarantined in this run does not count)"
+            )
+            found.append(_violations(np.flatnonzero(bad), column.name, rule, raw, message))
+    return _concat(found)
+
+
+def quarantine_frame(
+    raw: pa.Table,
+    violations: pd.DataFrame,
+    *,
+    file: str,
+    contract: SourceContract,
+    reject_rest: str | None = None,
+) -> pd.DataFrame:
+    """The quarantine rows: each broken row once, with its first violation and all of them listed.
+
+    Args:
+        raw: The raw rows as delivered.
+        violations: All violations of the batch.
+        file: The landing file, as reported in `_file`.
+        contract: The source's contract (its `pii: true` columns are redacted).
+        reject_rest: When the whole batch failed, the reason given to rows without a violation of
+            their own (rule `batch_rejected`); every row is then quarantined.
+
+    Returns:
+        `_file, _row` (1-based data row), `_column, _rule, _value, _message, _reasons`, then the
+        original columns as text, ordered by `_row`.
+    """
+    rank = {rule: i for i, rule in enumerate(RULE_ORDER)}
+    position = {name: i for i, name in enumerate(raw.column_names)}
+    ordered = violations.assign(
+        _rule_rank=violations["rule"].map(lambda r: rank.get(r, rank["unknown_reference"])),
+        _col_rank=violations["column"].map(lambda c: position.get(c, -1)),
+    ).sort_values(["row", "_rule_rank", "_col_rank"], kind="stable")
+    first = ordered.drop_duplicates("row").set_index("row")[["column", "rule", "value", "message"]]
+    reasons = (ordered["column"] + ":" + ordered["rule"]).groupby(ordered["row"]).agg("; ".join)
+    if reject_rest is not None:
+        rest = np.setdiff1d(np.arange(raw.num_rows), first.index.to_numpy())
+        extra = pd.DataFrame(
+            {"column": "", "rule": "batch_rejected", "value": None, "message": reject_rest}, index=rest
+        )
+        first = pd.concat([first, extra]).sort_index() if len(first) else extra
+        reasons = reasons.reindex(first.index).fillna("batch_rejected")
+    rows = first.index.to_numpy(dtype=np.int64)
+    pii = set(contract.pii_columns)
+    value = first["value"].astype(object).where(~first["column"].isin(pii), REDACTED)
+    out = pd.DataFrame(
+        {
+            "_file": file,
+            "_row": rows + 1,
+            "_column": first["column"].to_numpy(dtype=object),
+            "_rule": first["rule"].to_numpy(dtype=object),
+            "_value": _text(value.to_numpy(dtype=object)),
+            "_message": first["message"].to_numpy(dtype=object),
+            "_reasons": reasons.reindex(first.index).to_numpy(dtype=object),
+        }
+    )
+    taken = raw.take(pa.array(rows, pa.int64()))
+    for name in raw.column_names:
+        original = np.array(taken.column(name).to_pylist(), dtype=object)
+        if name in pii:
+            original = np.where(pd.isna(original), None, REDACTED)
+        out[f"_orig{name}" if name in REASON_COLUMNS else name] = _text(original)
+    return out.astype({c: pd.StringDtype("python") for c in out.columns if c != "_row"})
+
+
+def _text(values: np.ndarray) -> np.ndarray:
+    return np.array([None if v is None or v is pd.NA or v != v else str(v) for v in values], dtype=object)
+
+
+def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    frames = [f for f in frames if len(f)]
+    return pd.concat(frames, ignore_index=True) if frames else empty_violations()
+
+
+def _fmt(value: float) -> str:
+    return "-inf" if value == -np.inf else "inf" if value == np.inf else f"{value:g}"
+
+
+def _dur(value: timedelta) -> str:
+    minutes = int(value.total_seconds() // 60)
+    return f"{minutes // 60}h" if minutes % 60 == 0 and minutes >= 60 else f"{minutes}m"
