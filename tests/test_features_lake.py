@@ -197,7 +197,7 @@ def add_to_lake(lake_dir: Path, source: str, frame: pd.DataFrame, existing: pd.D
     return combined
 
 
-def _matches(row: pd.Series, expression: str | None) -> bool:
+def _matches(row: dict[str, object], expression: str | None) -> bool:
     """The contract's filters are `column = 'value'`; evaluated here without SQL."""
     if not expression:
         return True
@@ -205,11 +205,28 @@ def _matches(row: pd.Series, expression: str | None) -> bool:
     return row[column] == value.strip("'")
 
 
+_RECORDS: dict[int, tuple[pd.DataFrame, dict[str, list[dict[str, object]]]]] = {}
+
+
+def _records(frame: pd.DataFrame, ts_col: str | None) -> dict[str, list[dict[str, object]]]:
+    """A source's rows as plain dicts per customer, timestamps as aware datetimes (cached)."""
+    cached = _RECORDS.get(id(frame))
+    if cached is not None and cached[0] is frame:
+        return cached[1]
+    by_customer: dict[str, list[dict[str, object]]] = {}
+    for row in frame.to_dict("records"):
+        if ts_col is not None:
+            row[ts_col] = row[ts_col].to_pydatetime()
+        by_customer.setdefault(row["customer_id"], []).append(row)
+    _RECORDS[id(frame)] = (frame, by_customer)
+    return by_customer
+
+
 def oracle(
     frames: dict[str, pd.DataFrame], customer_id: str, at: datetime, contract: FeatureContract = CONTRACT
 ) -> dict[str, object]:
     """Every feature of one customer at snapshot time `at`, by brute force over the records."""
-    cust = frames["customers"].set_index("customer_id").loc[customer_id]
+    cust = _records(frames["customers"], None)[customer_id][0]
     signup = datetime.combine(cust["signup_date"], datetime.min.time(), tzinfo=UTC)
     out: dict[str, object] = {}
     for f in contract.features:
@@ -219,22 +236,20 @@ def oracle(
             elif f.source == "customers":
                 out[f.name] = int(cust[f.column])
             else:
-                rows = frames[f.source]
                 ts_col = TIMESTAMP_COLUMNS[f.source]
-                mine = rows[(rows["customer_id"] == customer_id) & (rows[ts_col] <= at)]
-                if mine.empty:
+                mine = [r for r in _records(frames[f.source], ts_col).get(customer_id, []) if r[ts_col] <= at]
+                if not mine:
                     out[f.name] = cust.get(f.column, f.default)
                 else:
-                    latest = mine[mine[ts_col] == mine[ts_col].max()]
-                    out[f.name] = max(latest[f.column])
+                    last = max(r[ts_col] for r in mine)
+                    out[f.name] = max(r[f.column] for r in mine if r[ts_col] == last)
             continue
-        rows = frames[f.source]
         ts_col = TIMESTAMP_COLUMNS[f.source]
         window = f.window or timedelta(0)
         picked = [
             r
-            for _, r in rows[rows["customer_id"] == customer_id].iterrows()
-            if at - window < r[ts_col].to_pydatetime() <= at and _matches(r, f.filter)
+            for r in _records(frames[f.source], ts_col).get(customer_id, [])
+            if at - window < r[ts_col] <= at and _matches(r, f.filter)
         ]
         if f.aggregation == "count":
             out[f.name] = len(picked)
@@ -250,8 +265,7 @@ def oracle(
             if not picked:
                 out[f.name] = f.default
             else:
-                last = max(r[ts_col].to_pydatetime() for r in picked)
-                days = (at - last) // timedelta(days=1)
+                days = (at - max(r[ts_col] for r in picked)) // timedelta(days=1)
                 out[f.name] = min(days, f.cap) if f.cap is not None else days
     return out
 
