@@ -24,6 +24,9 @@ CHALLENGER = "challenger"
 _REPO = Path(__file__).resolve().parents[1]
 # Packages whose types a churn model may contain; anything else found by skops is refused.
 _TRUSTED_PREFIXES = ("sklearn.", "numpy.", "scipy.", "builtins.")
+# HistGradientBoosting keeps `functools.partial(sklearn.utils.validation.check_array, ...)`; the
+# wrapped function is listed (and checked) on its own.
+_TRUSTED_NAMES = frozenset({"functools.partial"})
 _MODEL_REQUIREMENTS = ("scikit-learn", "skops", "numpy", "scipy", "pandas", "mlflow")
 
 
@@ -98,7 +101,7 @@ def model_requirements() -> list[str]:
 
 
 def trusted_types(model: object) -> list[str]:
-    """The non-default types skops must trust to load this model, all from sklearn, NumPy or SciPy.
+    """The non-default types skops must trust to load this model: sklearn, NumPy, SciPy (and partial).
 
     Args:
         model: The fitted model.
@@ -112,7 +115,9 @@ def trusted_types(model: object) -> list[str]:
     import skops.io
 
     found = sorted(skops.io.get_untrusted_types(data=skops.io.dumps(model)))
-    foreign = [name for name in found if not name.startswith(_TRUSTED_PREFIXES)]
+    foreign = [
+        name for name in found if not name.startswith(_TRUSTED_PREFIXES) and name not in _TRUSTED_NAMES
+    ]
     if foreign:
         raise ValueError(
             f"the model contains types outside scikit-learn/NumPy/SciPy: {foreign}; serving could "

@@ -389,7 +389,12 @@ def run_training(
 
 
 def observed_window(*, lake_dir: Path) -> tuple[pd.Timestamp, pd.Timestamp]:
-    """The first and last activity time in the lake (usage, billing, support; churn dates extend the end).
+    """When the lake's history starts and ends.
+
+    The start is the latest of the activity sources' first event times (usage, billing, support):
+    before it, some source was not yet delivering, so a feature window reaching back there is
+    truncated (billing, for one, can hold invoices from before the usage history). The end is the
+    last event time of any activity source or churn label.
 
     Args:
         lake_dir: The lake's root folder.
@@ -424,7 +429,7 @@ def observed_window(*, lake_dir: Path) -> tuple[pd.Timestamp, pd.Timestamp]:
         raise ValueError(
             f"the lake at {lake_dir} holds no usage, billing or support rows: ingest the sources first"
         )
-    return min(starts), max(ends)
+    return max(starts), max(ends)
 
 
 def read_label_sources(*, lake_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
