@@ -1,0 +1,1 @@
+"""Ingestion: the synthetic source generator, and landing files into the lake."""
