@@ -1,0 +1,111 @@
+"""End to end: generate → ingest → build → training set; the `feast` CLI from `feature_repo/`."""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from test_features_lake import CONTRACT, oracle
+from typer.testing import CliRunner
+
+from churnops.cli import app
+from features.store import FEATURE_REPO, open_store
+from features.table import read_latest
+from features.training_set import get_training_set
+from ingestion.generate import generate
+from ingestion.ingest import ingest
+from ingestion.lake import read_source
+
+START = datetime(2026, 1, 1, tzinfo=UTC)
+DAYS = 45
+UNTIL = START + timedelta(days=DAYS)
+FEAST = Path(__file__).resolve().parents[1] / ".venv" / "bin" / "feast"
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    home = tmp_path_factory.mktemp("e2e")
+    data = home / "data"
+    generate(out_dir=data / "landing", customers=150, days=DAYS, seed=5, start=START, fmt="parquet")
+    ingest(
+        landing_dir=data / "landing",
+        lake_dir=data / "lake",
+        quarantine_dir=data / "quarantine",
+        log_db=data / "ingestion_log.db",
+        backfill=True,
+        now=UNTIL + timedelta(days=1),
+    )
+    result = CliRunner().invoke(app, ["features", "build", "--home", str(home), "--until", UNTIL.isoformat()])
+    assert result.exit_code == 0, result.output
+    return home
+
+
+def test_generated_and_ingested_data_gives_the_oracles_training_set(home: Path) -> None:
+    lake = home / "data" / "lake"
+    frames = {s: read_source(lake, s) for s in ("customers", "usage_events", "support_tickets", "billing")}
+    assert len(frames["usage_events"]) > 1000
+    frames["customers"] = (
+        frames["customers"].sort_values("ingested_at").drop_duplicates("customer_id", keep="last")
+    )
+    store = open_store(home=home)
+    result = CliRunner().invoke(app, ["features", "apply", "--home", str(home)])
+    assert result.exit_code == 0, result.output
+    ids = frames["customers"]["customer_id"].tolist()
+    entities = pd.DataFrame(
+        {
+            "customer_id": [ids[(i * 7) % len(ids)] for i in range(60)],
+            "event_timestamp": [UNTIL - timedelta(days=i % 30, hours=i % 24, minutes=i) for i in range(60)],
+        }
+    )
+    training = get_training_set(store=store, entities=entities)
+    assert len(training) == len(entities)
+    assert training["customer_id"].tolist() == entities["customer_id"].tolist()
+    checked = 0
+    for _, row in training.iterrows():
+        if row[CONTRACT.entity.join.default_flag]:
+            continue
+        s = row["event_timestamp"].floor("1D")
+        assert row["snapshot_ts"] == s
+        for name, value in oracle(frames, row["customer_id"], s.to_pydatetime()).items():
+            got = row[name]
+            assert math.isclose(got, value, rel_tol=1e-9) if isinstance(value, float) else got == value, name
+        checked += 1
+    assert checked > 30
+
+
+def _feast(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "CHURNOPS_HOME": str(home), "FEAST_USAGE": "False"}
+    return subprocess.run(
+        [str(FEAST), *args],
+        cwd=FEATURE_REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+
+
+def test_the_feast_cli_applies_plans_and_materializes_from_the_feature_repo(home: Path) -> None:
+    applied = _feast(home, "apply")
+    assert applied.returncode == 0, applied.stderr
+    assert "customer_profile_30d" in applied.stdout or "No changes" in applied.stdout
+    planned = _feast(home, "plan")
+    assert planned.returncode == 0, planned.stderr
+    materialized = _feast(home, "materialize", (UNTIL - timedelta(days=2)).isoformat(), UNTIL.isoformat())
+    assert materialized.returncode == 0, materialized.stderr
+    incremental = _feast(home, "materialize-incremental", (UNTIL + timedelta(hours=12)).isoformat())
+    assert incremental.returncode == 0, incremental.stderr
+
+    from features.online import read_online
+
+    latest = read_latest(features_dir=home / "data" / "features")
+    online = read_online(store=open_store(home=home), customer_ids=latest["customer_id"].tolist())
+    assert (online["snapshot_ts"] == UNTIL).all()
+    for name in CONTRACT.feature_names:
+        assert online[name].tolist() == latest[name].tolist(), name
