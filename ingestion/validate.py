@@ -235,9 +235,12 @@ def parse_batch(raw: pa.Table, contract: SourceContract) -> ParsedBatch:
         second += b
     con = duckdb_connection()
     try:
-        con.register("raw", raw.select(contract.column_names))
+        positions = pa.array(np.arange(raw.num_rows), pa.int64())
+        con.register("raw", raw.select(contract.column_names).append_column("_pos", positions))
+        # A parallel scan does not keep row order: sort back, row i must stay data row i + 1.
         result = con.execute(
-            f"WITH parsed AS (SELECT {', '.join(first)} FROM raw) SELECT {', '.join(second)} FROM parsed"
+            f"WITH parsed AS (SELECT _pos, {', '.join(first)} FROM raw) "
+            f"SELECT {', '.join(second)} FROM parsed ORDER BY _pos"
         ).to_arrow_table()
     finally:
         con.close()
