@@ -1,9 +1,7 @@
 """The Feast objects (entity, source, view, service), built from the feature contract.
 
-The files in `feature_repo/` re-export these objects. They are built here, in an importable
-package, because Feast imports repository files by their path relative to the working
-directory: run from `feature_repo/`, the file `features.py` would be imported as `features`,
-which is this package, so a definition written only in that file would be skipped.
+The files in `feature_repo/` re-export these objects; `features.store.apply` applies the same
+objects programmatically, so the CLI and `feast apply` register identical definitions.
 """
 
 from __future__ import annotations
