@@ -196,9 +196,20 @@ def _read_csv(path: Path, header: list[str], expected: str) -> pa.Table:
         if "UTF8" in str(exc):
             detail = "it is not valid UTF-8 text"
         else:
-            detail = bad_rows[0] if bad_rows else "a row cannot be split into the header's fields"
+            detail = _first_ragged_row(path, len(header)) or (bad_rows[0] if bad_rows else "unparseable")
         raise IngestError(f"landing file {path} has malformed rows ({detail}): expected {expected}.") from exc
     return table.rename_columns([h.strip() for h in header])
+
+
+def _first_ragged_row(path: Path, width: int) -> str | None:
+    """Find the first data row whose field count differs from the header's (error path only)."""
+    with path.open(encoding="utf-8-sig", errors="replace", newline="") as handle:
+        reader = csv.reader(handle)
+        next(reader, None)
+        for number, row in enumerate(reader, start=1):
+            if row and len(row) != width:
+                return f"data row {number} has {len(row)} fields, the header has {width}"
+    return None
 
 
 def _read_parquet(path: Path, expected: str) -> pa.Table:
