@@ -12,6 +12,8 @@ from churnops.commands.common import HomeOption, console, fail, workspace
 if TYPE_CHECKING:
     from training.train import TrainResult
 
+_SHORT = {"logistic_regression": "LR", "hist_gradient_boosting": "HGB"}
+
 
 def summary_tables(result: TrainResult) -> list[Table]:
     """The split and the metrics of a training, as Rich tables.
@@ -41,13 +43,16 @@ def summary_tables(result: TrainResult) -> list[Table]:
             f"{result.positive_rates[window]:.1%}",
         )
 
-    metrics = Table(title=f"Metrics (chosen by validation PR AUC: {result.chosen})")
-    metrics.add_column("metric")
+    metrics = Table(
+        title=f"Metrics (chosen by validation PR AUC: {result.chosen})",
+        caption="LR = logistic_regression, HGB = hist_gradient_boosting, * = chosen",
+    )
+    metrics.add_column("metric", no_wrap=True)
     columns = [(name, window) for name in result.metrics for window in ("validation", "test")]
     for name, window in columns:
-        marker = " *" if name == result.chosen else ""
-        metrics.add_column(f"{name}{marker}\n{window}", justify="right")
-    metrics.add_column("constant\ntest", justify="right")
+        marker = "*" if name == result.chosen else ""
+        metrics.add_column(f"{_SHORT.get(name, name)}{marker}\n{window}", justify="right", no_wrap=True)
+    metrics.add_column("constant\ntest", justify="right", no_wrap=True)
     for metric in METRIC_NAMES:
         values = [result.metrics[name][window][metric] for name, window in columns]
         metrics.add_row(metric, *(f"{v:.4f}" for v in values), f"{result.constant_test[metric]:.4f}")

@@ -1,0 +1,92 @@
+"""End to end: generate → ingest → features build → Feast apply → `churnops train`, on a small home."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+from test_training_helpers import CONTRACT, disengaged_profile, engaged_profile
+from typer.testing import CliRunner
+
+from churnops.cli import app
+from churnops.settings import Workspace, open_workspace
+
+START = datetime(2026, 6, 1, tzinfo=UTC)
+DAYS = 90
+
+
+@dataclass(frozen=True)
+class Home:
+    ws: Workspace
+    output: str
+    run_id: str
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory: pytest.TempPathFactory) -> Home:
+    from features.build import build_features
+    from ingestion.generate import generate
+    from ingestion.ingest import ingest
+
+    ws = open_workspace(tmp_path_factory.mktemp("pipeline-home"))
+    generated = generate(out_dir=ws.landing, customers=300, days=DAYS, seed=7, start=START)
+    ingest(landing_dir=ws.landing, lake_dir=ws.lake, quarantine_dir=ws.quarantine, log_db=ws.ingestion_log)
+    build_features(lake_dir=ws.lake, features_dir=ws.features, contract=CONTRACT, until=generated.end)
+    result = CliRunner().invoke(app, ["train", "--home", str(ws.home), "--seed", "42"], terminal_width=200)
+    assert result.exit_code == 0, result.output
+    client = MlflowClient(ws.tracking_uri)
+    version = client.get_model_version_by_alias("churn-model", "challenger")
+    return Home(ws=ws, output=result.output, run_id=version.run_id)
+
+
+def test_cli_prints_split_metrics_and_the_registered_version(home: Home) -> None:
+    run = MlflowClient(home.ws.tracking_uri).get_run(home.run_id)
+    params = run.data.params
+    assert "Registered churn-model version 1 as @challenger" in home.output
+    assert params["split.test_start"][:10] in home.output
+    assert params["split.train_start"][:10] in home.output
+    assert f"chosen by validation PR AUC: {params['chosen_model']}" in home.output
+    for name in ("roc_auc", "pr_auc", "brier", "log_loss", "lift_top_decile"):
+        assert name in home.output
+
+
+def test_training_rows_are_point_in_time_feast_rows_with_lake_labels(home: Home, tmp_path: Path) -> None:
+    from ingestion.lake import read_source
+
+    client = MlflowClient(home.ws.tracking_uri)
+    local = Path(client.download_artifacts(home.run_id, "datasets", str(tmp_path)))
+    frame = pd.concat([pd.read_parquet(local / f"{w}.parquet") for w in ("train", "validation", "test")])
+    # Observations start a full lookback after the history does, so every row found a snapshot.
+    assert not frame["profile_defaulted"].any()
+    assert (frame["snapshot_ts"] <= frame["event_timestamp"]).all()
+    assert frame["event_timestamp"].min() >= pd.Timestamp(START) + CONTRACT.lookback
+    # Recompute each label from the lake's churn dates, by hashed customer id.
+    churn = read_source(home.ws.lake, "churn_labels").groupby("customer_id")["churn_date"].min()
+    hashed = {hashlib.sha256(f"customer_profile:v1:{c}".encode()).hexdigest(): d for c, d in churn.items()}
+    churn_at = frame["customer_id"].map(hashed)
+    assert not (churn_at <= frame["event_timestamp"]).any()
+    window_end = frame["event_timestamp"] + pd.Timedelta(days=30)
+    expected = (churn_at > frame["event_timestamp"]) & (churn_at <= window_end)
+    assert (frame["label"] == expected.astype(int)).all()
+    assert frame["label"].sum() > 0
+
+
+def test_registered_model_ranks_risky_behaviour_higher(home: Home) -> None:
+    import mlflow.sklearn
+
+    mlflow.set_tracking_uri(home.ws.tracking_uri)
+    model = mlflow.sklearn.load_model("models:/churn-model@challenger")
+    rows = pd.DataFrame([disengaged_profile(), engaged_profile()])[CONTRACT.feature_names]
+    risky, safe = model.predict_proba(rows)[:, 1]
+    assert risky > safe
+
+
+def test_chosen_model_beats_a_constant_score_on_the_test_window(home: Home) -> None:
+    metrics = MlflowClient(home.ws.tracking_uri).get_run(home.run_id).data.metrics
+    assert metrics["test_roc_auc"] > metrics["constant.test.roc_auc"] == 0.5
+    assert metrics["test_pr_auc"] > metrics["constant.test.pr_auc"]
