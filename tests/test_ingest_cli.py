@@ -48,7 +48,7 @@ def _good_customers(path: Path) -> None:
         ("customers.csv", ";".join(CUSTOMER_COLUMNS).encode() + b"\n" + ";".join(GOOD_ROW).encode(),
          "is separated by ';', not commas"),
         ("customers.csv", "\t".join(CUSTOMER_COLUMNS).encode() + b"\n", "is separated by '\\t', not commas"),
-        ("customers.csv", HEADER + b"a,b\n", "has malformed rows (data row 1 has 2 fields, the header has 10)"),
+        ("customers.csv", HEADER + b"a,b\n", "malformed rows (data row 1 has 2 fields, the header has 10)"),
         ("customers.csv", HEADER + b"CUST-1,\xff\xfe,x\n", "is not UTF-8 text"),
         ("customers.csv", (",".join(CUSTOMER_COLUMNS) + ",customer_id\n").encode(), "more than once"),
         ("customers.parquet", b"this is not parquet", "is not a Parquet file"),
