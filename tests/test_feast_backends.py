@@ -1,0 +1,113 @@
+"""Production backends by configuration: the example `feature_store.yaml` files, and Redis.
+
+These need Feast extras the embedded default does not install (`feast[redis]`, `feast[postgres]`,
+`feast[spark]`); without them, or without a Redis server on 127.0.0.1:6379, the tests skip and say
+why. They never hang: the Redis probe has a half-second timeout.
+"""
+
+from __future__ import annotations
+
+import importlib
+import shutil
+import socket
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from test_features_lake import CONTRACT, START, random_records, write_lake
+
+from features.store import FEATURE_REPO
+
+EXAMPLES = sorted((FEATURE_REPO / "examples").glob("*.yaml"))
+MODULES = {
+    "feature_store.local-redis.yaml": ["feast.infra.online_stores.redis"],
+    "feature_store.production.yaml": [
+        "feast.infra.online_stores.redis",
+        "feast.infra.offline_stores.contrib.postgres_offline_store.postgres",
+    ],
+    "feature_store.spark.yaml": [
+        "feast.infra.online_stores.redis",
+        "feast.infra.offline_stores.contrib.spark_offline_store.spark",
+    ],
+}
+ENV = {
+    "FEAST_PG_USER": "feast",
+    "FEAST_PG_PASSWORD": "secret",
+    "FEAST_PG_HOST": "db.internal",
+    "FEAST_REDIS_HOST": "redis.internal",
+    "FEAST_REDIS_PASSWORD": "secret",
+    "CHURNOPS_REDIS_DB": "9",
+}
+
+
+def _require(modules: list[str]) -> None:
+    from feast.errors import FeastExtrasDependencyImportError
+
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except (ImportError, FeastExtrasDependencyImportError) as exc:
+            pytest.skip(f"{module} cannot be imported ({exc}); install the Feast extra it needs")
+
+
+def test_every_example_is_listed() -> None:
+    assert [p.name for p in EXAMPLES] == sorted(MODULES)
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=[p.name for p in EXAMPLES])
+def test_the_example_configuration_is_valid(
+    path: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    _require(MODULES[path.name])
+    for key, value in ENV.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("CHURNOPS_HOME", str(tmp_path))
+    from feast.repo_config import load_repo_config
+
+    config = load_repo_config(FEATURE_REPO, path)
+    assert config.project == "churnops"
+    assert config.online_store.type == "redis"
+    assert config.entity_key_serialization_version == 3
+
+
+def _redis_up() -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", 6379), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def test_materialize_into_the_local_redis(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _require(["redis", "feast.infra.online_stores.redis"])
+    if not _redis_up():
+        pytest.skip("no Redis server answers on 127.0.0.1:6379")
+    from feast import FeatureStore
+
+    from features.materialize import materialize
+    from features.online import read_online
+    from features.store import apply, open_store
+    from features.table import read_table
+
+    home = tmp_path / "home"
+    frames = random_records(customers=20, days=15, seed=8)
+    write_lake(home / "data" / "lake", frames)
+    open_store(home=home)  # exports CHURNOPS_HOME for the definitions and the YAML
+    monkeypatch.setenv("CHURNOPS_REDIS_DB", ENV["CHURNOPS_REDIS_DB"])
+    repo = tmp_path / "repo"
+    shutil.copytree(FEATURE_REPO, repo, ignore=shutil.ignore_patterns("examples", "__pycache__"))
+    shutil.copy(FEATURE_REPO / "examples" / "feature_store.local-redis.yaml", repo / "feature_store.yaml")
+    store = FeatureStore(repo_path=str(repo))
+    apply(store)
+    report = materialize(
+        store=store,
+        lake_dir=home / "data" / "lake",
+        features_dir=home / "data" / "features",
+        contract=CONTRACT,
+        at=START + timedelta(days=15, hours=3),
+    )
+    offline = read_table(features_dir=home / "data" / "features", start=report.at, end=report.at)
+    online = read_online(store=store, customer_ids=offline["customer_id"].tolist())
+    assert (online["snapshot_ts"] == report.at).all()
+    for name in CONTRACT.feature_names:
+        assert online[name].tolist() == offline[name].tolist(), name
