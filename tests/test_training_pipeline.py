@@ -90,3 +90,28 @@ def test_chosen_model_beats_a_constant_score_on_the_test_window(home: Home) -> N
     metrics = MlflowClient(home.ws.tracking_uri).get_run(home.run_id).data.metrics
     assert metrics["test_roc_auc"] > metrics["constant.test.roc_auc"] == 0.5
     assert metrics["test_pr_auc"] > metrics["constant.test.pr_auc"]
+
+
+def test_train_on_an_empty_home_fails_with_a_clean_message(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["train", "--home", str(tmp_path)], terminal_width=200)
+    assert result.exit_code == 1
+    assert "has no customers: ingest the sources first" in " ".join(result.output.split())
+    assert "Traceback" not in result.output
+
+
+def test_feast_mlflow_logging_elsewhere_is_refused(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from feast.mlflow_integration.config import MlflowConfig
+
+    from training.train import train
+
+    config = MlflowConfig(enabled=True, tracking_uri="sqlite:////elsewhere/mlflow.db")
+    store = SimpleNamespace(config=SimpleNamespace(mlflow=config), project="churnops")
+    with pytest.raises(ValueError, match=r"sends Feast's MLflow logging to sqlite:////elsewhere/mlflow.db"):
+        train(
+            store=store,
+            lake_dir=tmp_path / "lake",
+            tracking_uri=f"sqlite:///{tmp_path}/mlruns/mlflow.db",
+            artifact_location=str(tmp_path / "mlruns" / "artifacts"),
+        )
