@@ -86,13 +86,18 @@ def load_version(*, tracking_uri: str, name: str, version: str, available: list[
     """
     import mlflow
     import mlflow.sklearn
+    from mlflow import MlflowClient
     from mlflow.models import Model
 
     uri = f"models:/{name}/{version}"
     with tempfile.TemporaryDirectory(prefix="churnops-model-") as tmp:
         try:
+            # Resolved through an explicit client: a bare `models:/` URI resolves against the
+            # process-wide default registry (a `mlflow.db` in the working directory), not ours.
+            client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+            location = client.get_model_version_download_uri(name, version)
             local = mlflow.artifacts.download_artifacts(
-                artifact_uri=uri, dst_path=tmp, tracking_uri=tracking_uri
+                artifact_uri=location, dst_path=tmp, tracking_uri=tracking_uri
             )
             signature = Model.load(Path(local) / "MLmodel").signature
             model = mlflow.sklearn.load_model(local)
@@ -183,7 +188,9 @@ class ModelWatcher:
 
         try:
             return str(
-                MlflowClient(tracking_uri=self._uri).get_model_version_by_alias(self._name, alias).version
+                MlflowClient(tracking_uri=self._uri, registry_uri=self._uri)
+                .get_model_version_by_alias(self._name, alias)
+                .version
             )
         except MlflowException as exc:
             if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):

@@ -7,6 +7,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -137,12 +138,30 @@ def _train(seed: int, c: float) -> Any:
     return pipe.fit(x, y), x
 
 
+@contextmanager
+def _global_tracking(uri: str, decoy: str) -> Iterator[None]:
+    """Point MLflow's process-wide URIs at `uri` for logging, then at an empty decoy store, so the
+    service can only find its models through the URI it was given."""
+    import mlflow
+
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(decoy)
+        mlflow.set_registry_uri(decoy)
+
+
+def _decoy(home: Path) -> str:
+    return f"sqlite:///{home / 'decoy' / 'mlflow.db'}"
+
+
 def _register(tracking_uri: str, artifacts: Path) -> None:
     import mlflow
     import mlflow.sklearn
     from mlflow.models import infer_signature
 
-    mlflow.set_tracking_uri(tracking_uri)
     experiment = mlflow.create_experiment("serving-tests", artifact_location=artifacts.as_uri())
     for seed, c in ((1, 1.0), (2, 0.01)):
         model, x = _train(seed, c)
@@ -181,8 +200,9 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Setup:
     store.write_to_online_store("customer_profile_30d", rows)
     tracking_uri = f"sqlite:///{home / 'mlruns' / 'mlflow.db'}"
     (home / "mlruns").mkdir()
-    _register(tracking_uri, home / "mlruns" / "artifacts")
-    client = MlflowClient(tracking_uri=tracking_uri)
+    with _global_tracking(tracking_uri, _decoy(home)):
+        _register(tracking_uri, home / "mlruns" / "artifacts")
+    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
     client.set_registered_model_alias(MODEL, "champion", "1")
     client.set_registered_model_alias(MODEL, "challenger", "2")
     return Setup(home=home, repo=repo, tracking_uri=tracking_uri, rows=rows.set_index("customer_id"), now=now)
@@ -242,7 +262,10 @@ def _offline(setup: Setup, version: str, ids: list[str]) -> tuple[np.ndarray, pd
         else:
             records.append(dict(CONTRACT.defaults))
     frame = pd.DataFrame(records)
-    model = mlflow.sklearn.load_model(f"models:/{MODEL}/{version}")
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=setup.tracking_uri, registry_uri=setup.tracking_uri)
+    model = mlflow.sklearn.load_model(client.get_model_version_download_uri(MODEL, version))
     return model.predict_proba(frame[CONTRACT.feature_names])[:, 1], frame
 
 
@@ -394,7 +417,7 @@ def test_new_champion_is_served_without_restart_or_failed_requests(
 ) -> None:
     from mlflow import MlflowClient
 
-    client = MlflowClient(tracking_uri=setup.tracking_uri)
+    client = MlflowClient(tracking_uri=setup.tracking_uri, registry_uri=setup.tracking_uri)
     failures: list[str] = []
     versions: set[str] = set()
     stop = threading.Event()
@@ -411,6 +434,7 @@ def test_new_champion_is_served_without_restart_or_failed_requests(
     worker = threading.Thread(target=hammer)
     worker.start()
     try:
+        _wait_for(lambda: "1" in versions, "requests in flight before the alias moves")
         client.set_registered_model_alias(MODEL, "champion", "2")
         _wait_for(
             lambda: service.post("/predict", json={"customer_id": FRESH[2]}).json()["model_version"] == "2",
@@ -441,8 +465,10 @@ def test_a_champion_needing_columns_serving_lacks_is_refused_and_the_old_one_kep
 
     model, x = _train(3, 1.0)
     x_with_extra = x.assign(mystery_column=1)
-    mlflow.set_tracking_uri(setup.tracking_uri)
-    with mlflow.start_run(experiment_id=mlflow.get_experiment_by_name("serving-tests").experiment_id):
+    with (
+        _global_tracking(setup.tracking_uri, _decoy(setup.home)),
+        mlflow.start_run(experiment_id=mlflow.get_experiment_by_name("serving-tests").experiment_id),
+    ):
         info = mlflow.sklearn.log_model(
             model,
             name="model",
@@ -451,7 +477,7 @@ def test_a_champion_needing_columns_serving_lacks_is_refused_and_the_old_one_kep
             pip_requirements=["scikit-learn"],
         )
     bad_version = str(info.registered_model_version)
-    client = MlflowClient(tracking_uri=setup.tracking_uri)
+    client = MlflowClient(tracking_uri=setup.tracking_uri, registry_uri=setup.tracking_uri)
 
     def refresh_errors() -> float:
         for line in service.get("/metrics").text.splitlines():

@@ -79,10 +79,10 @@ def serve(
                 f"--require-keys is on but {settings.keys_file} holds no keys: run "
                 "`churnops keys create CONSUMER` first"
             )
-    import uvicorn
     from features.store import open_store
 
     from serving.app import create_app
+    from serving.server import run_server
 
     try:
         store = open_store(home=ws.home)
@@ -97,9 +97,7 @@ def serve(
         f"prediction log {ws.predictions}",
         highlight=False,
     )
-    uvicorn.run(
-        app, host=host, port=port, access_log=False, log_level="warning", loop="uvloop", http="httptools"
-    )
+    run_server(app=app, host=host, port=port)
 
 
 @keys_app.command("create")
