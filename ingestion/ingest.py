@@ -26,7 +26,7 @@ import os
 import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
@@ -39,13 +39,20 @@ import pyarrow.parquet as pq
 from contracts.feature_contract import load_feature_contract
 from contracts.source_contract import SOURCE_NAMES, SourceContract, load_source_contracts
 from ingestion.checks import CheckResult, duckdb_connection, run_checks, write_load_state
-from ingestion.lake import list_partitions, read_partition, source_glob, write_partition
+from ingestion.lake import (
+    list_partitions,
+    read_partition,
+    source_glob,
+    write_partition,
+    write_partition_table,
+)
 from ingestion.log import find_ingested, record_batch
 from ingestion.readers import IngestError, check_readable, content_hash, find_landing_files, read_landing_file
 from ingestion.validate import (
     empty_violations,
     epoch_micros,
     future_violations,
+    lake_schema,
     parse_batch,
     quarantine_frame,
     reference_violations,
@@ -483,6 +490,37 @@ class _Merge:
     replaced: int
 
 
+def _dedup(valid: pa.Table, contract: SourceContract) -> pa.Table:
+    """Latest `ingested_at` per key wins; among equal ones the first row of the file."""
+    keys = contract.primary_key
+    if valid.num_rows == 0:
+        return valid
+    unique_part = None
+    if len(keys) == 1:
+        # Only the few rows whose key repeats need sorting; the rest pass straight through.
+        counts = pc.value_counts(valid.column(keys[0]))
+        repeated = counts.field("values").filter(pc.greater(counts.field("counts"), 1))
+        if len(repeated) == 0:
+            return valid
+        involved = pc.is_in(valid.column(keys[0]), value_set=repeated)
+        unique_part = valid.filter(pc.invert(involved))
+        valid = valid.filter(involved)
+    order = pc.sort_indices(
+        valid,
+        sort_keys=[*((k, "ascending") for k in keys), (contract.schema_.ingested_at, "descending"),
+                   (_ROW, "ascending")],
+    )  # fmt: skip
+    ranked = valid.take(order)
+    repeat = np.ones(ranked.num_rows - 1, dtype=bool)
+    for key in keys:
+        column = ranked.column(key)
+        repeat &= np.asarray(
+            pc.equal(column.slice(1), column.slice(0, ranked.num_rows - 1)).to_numpy(), dtype=bool
+        )
+    winners = ranked.filter(pa.array(np.r_[True, ~repeat]))
+    return winners if unique_part is None else pa.concat_tables([unique_part, winners])
+
+
 def _merge_into_lake(valid: pa.Table, contract: SourceContract, lake_dir: Path) -> _Merge:
     """Deduplicate the batch, then against the lake, and rewrite the affected partitions.
 
@@ -490,75 +528,89 @@ def _merge_into_lake(valid: pa.Table, contract: SourceContract, lake_dir: Path) 
     Against the lake, a winner replaces the lake's row only when its `ingested_at` is later;
     otherwise it is a duplicate. Each affected partition is rewritten whole, atomically.
     """
-    keys = ", ".join(f'"{k}"' for k in contract.primary_key)
-    ingested = f'"{contract.schema_.ingested_at}"'
-    part = f'"{contract.partition_column}"'
-    has_lake = bool(list_partitions(lake_dir, contract.name))
-    con = duckdb_connection()
-    try:
-        con.register("valid", valid)
-        con.execute(
-            f"CREATE TEMP TABLE winners AS SELECT * EXCLUDE (_rank) FROM ("
-            f"SELECT *, row_number() OVER (PARTITION BY {keys} ORDER BY {ingested} DESC, {_ROW}) AS _rank "
-            f"FROM valid) WHERE _rank = 1"
+    keys = contract.primary_key
+    ingested = contract.schema_.ingested_at
+    winners = _dedup(valid, contract)
+    accepted = winners
+    lake_duplicates = replaced = 0
+    removals: dict[str, pd.DataFrame] = {}
+    existing = _existing_keys(lake_dir, contract)
+    if existing is not None and winners.num_rows:
+        joined = winners.select([*keys, ingested, _ROW]).join(existing, keys=keys, join_type="left outer")
+        in_lake = np.asarray(
+            pc.is_valid(joined.column("_lake_ingested")).to_numpy(zero_copy_only=False), dtype=bool
         )
-        if has_lake:
-            con.execute(
-                f"CREATE TEMP TABLE lake AS SELECT {keys}, {ingested} AS _lake_ingested, "
-                f"regexp_extract(filename, 'date=([0-9-]+)', 1) AS _lake_day "
-                f"FROM read_parquet({_sql_glob(lake_dir, contract.name)}, filename = true)"
-            )
-        else:
-            con.execute(
-                f"CREATE TEMP TABLE lake AS SELECT {keys}, {ingested} AS _lake_ingested, '' AS _lake_day "
-                f"FROM winners LIMIT 0"
-            )
-        con.execute(
-            f"CREATE TEMP TABLE joined AS SELECT w.*, l._lake_ingested, l._lake_day, "
-            f"strftime(w.{part}, '%Y-%m-%d') AS _day FROM winners w LEFT JOIN lake l USING ({keys})"
+        newer = np.asarray(
+            pc.fill_null(
+                pc.greater(joined.column(ingested), joined.column("_lake_ingested")), False
+            ).to_numpy(zero_copy_only=False),
+            dtype=bool,
         )
-        accepted = con.execute(
-            f"SELECT * EXCLUDE (_lake_ingested, _lake_day) FROM joined "
-            f"WHERE _lake_ingested IS NULL OR {ingested} > _lake_ingested ORDER BY _day, {keys}"
-        ).to_arrow_table()
-        counts = con.execute(
-            f"SELECT count(*) FILTER (WHERE _lake_ingested IS NOT NULL AND {ingested} <= _lake_ingested), "
-            f"count(*) FILTER (WHERE _lake_ingested IS NOT NULL AND {ingested} > _lake_ingested), count(*) "
-            f"FROM joined"
-        ).fetchone()
-        removed = con.execute(
-            f"SELECT {keys}, _lake_day FROM joined "
-            f"WHERE _lake_ingested IS NOT NULL AND {ingested} > _lake_ingested"
-        ).df()
-    finally:
-        con.close()
-    lake_duplicates, replaced, winners = (int(c) for c in counts) if counts else (0, 0, 0)
-    days = accepted.column("_day").to_numpy(zero_copy_only=False)
-    starts = np.flatnonzero(np.r_[True, days[1:] != days[:-1]]) if len(days) else np.zeros(0, dtype=np.int64)
-    ends = [*starts[1:], len(days)] if len(days) else []
-    slices = {str(days[a]): (int(a), int(b)) for a, b in zip(starts, ends, strict=True)}
-    removals = {str(day): group.drop(columns="_lake_day") for day, group in removed.groupby("_lake_day")}
-    for day in sorted(set(slices) | set(removals)):
+        lake_duplicates = int((in_lake & ~newer).sum())
+        replaced = int((in_lake & newer).sum())
+        dropped = pc.is_in(
+            winners.column(_ROW), value_set=joined.column(_ROW).filter(pa.array(in_lake & ~newer))
+        )
+        accepted = winners.filter(pc.invert(dropped))
+        gone = joined.filter(pa.array(in_lake & newer)).select([*keys, "_lake_day"]).to_pandas()
+        removals = {str(day): group.drop(columns="_lake_day") for day, group in gone.groupby("_lake_day")}
+    day = pc.cast(accepted.column(contract.partition_column), pa.date32())
+    accepted = accepted.append_column("_day", day)
+    accepted = accepted.take(
+        pc.sort_indices(accepted, sort_keys=[("_day", "ascending"), *((k, "ascending") for k in keys)])
+    )
+    day_numbers = accepted.column("_day").cast(pa.int32()).to_numpy(zero_copy_only=False)
+    starts = np.flatnonzero(np.r_[True, day_numbers[1:] != day_numbers[:-1]]) if len(day_numbers) else []
+    ends = [*starts[1:], len(day_numbers)] if len(day_numbers) else []
+    slices = {
+        (date(1970, 1, 1) + timedelta(days=int(day_numbers[a]))).isoformat(): (int(a), int(b))
+        for a, b in zip(starts, ends, strict=True)
+    }
+    schema = pa.Schema.from_pandas(
+        to_lake_frame(lake_schema(contract).empty_table(), contract), preserve_index=False
+    )
+    for day_name in sorted(set(slices) | set(removals)):
         frames = []
-        current = read_partition(lake_dir, contract.name, day)
+        current = read_partition(lake_dir, contract.name, day_name) if existing is not None else None
         if current is not None:
-            if day in removals:
-                gone = current.merge(removals[day], on=contract.primary_key, how="left", indicator=True)
-                current = current.loc[(gone["_merge"] != "both").to_numpy()]
+            if day_name in removals:
+                gone_rows = current.merge(removals[day_name], on=keys, how="left", indicator=True)
+                current = current.loc[(gone_rows["_merge"] != "both").to_numpy()]
             frames.append(to_lake_frame(current, contract))
-        if day in slices:
-            a, b = slices[day]
+        if day_name in slices:
+            a, b = slices[day_name]
+            if current is None:
+                # A new partition: straight from Arrow, with the pandas metadata a DataFrame write has.
+                rows = accepted.slice(a, b - a).select(contract.column_names).cast(schema)
+                write_partition_table(lake_dir, contract.name, day_name, rows)
+                continue
             frames.append(to_lake_frame(accepted.slice(a, b - a), contract))
         merged = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0].reset_index(drop=True)
         if current is not None:
-            merged = merged.sort_values(contract.primary_key, kind="stable", ignore_index=True)
-        write_partition(lake_dir, contract.name, day, merged)
+            merged = merged.sort_values(keys, kind="stable", ignore_index=True)
+        write_partition(lake_dir, contract.name, day_name, merged)
     return _Merge(
-        accepted=accepted.drop_columns(["_day"]),
-        batch_duplicates=valid.num_rows - winners,
+        accepted=accepted.drop_columns(["_day", _ROW]),
+        batch_duplicates=valid.num_rows - winners.num_rows,
         lake_duplicates=lake_duplicates,
         replaced=replaced,
     )
+
+
+def _existing_keys(lake_dir: Path, contract: SourceContract) -> pa.Table | None:
+    """Key, `ingested_at` and partition day of every row the lake holds, or None for an empty source."""
+    if not list_partitions(lake_dir, contract.name):
+        return None
+    keys = ", ".join(f'"{k}"' for k in contract.primary_key)
+    con = duckdb_connection()
+    try:
+        return con.execute(
+            f'SELECT {keys}, "{contract.schema_.ingested_at}" AS _lake_ingested, '
+            f"regexp_extract(filename, 'date=([0-9-]+)', 1) AS _lake_day "
+            f"FROM read_parquet({_sql_glob(lake_dir, contract.name)}, filename = true)"
+        ).to_arrow_table()
+    finally:
+        con.close()
 
 
 def _count_late(accepted: pa.Table, contract: SourceContract, lateness: timedelta) -> int:

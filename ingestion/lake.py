@@ -98,3 +98,27 @@ def write_partition(lake_dir: Path, source: str, day: str, frame: pd.DataFrame) 
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+def write_partition_table(lake_dir: Path, source: str, day: str, table: pa.Table) -> Path:
+    """Replace one partition with an Arrow table, atomically; `write_partition` without pandas.
+
+    Args:
+        lake_dir: The lake's root folder.
+        source: The source name.
+        day: The partition, `YYYY-MM-DD`.
+        table: The partition's complete contents (keep any pandas schema metadata on it so
+            `read_partition` restores the same dtypes as for a DataFrame write).
+
+    Returns:
+        The partition file.
+    """
+    path = partition_path(lake_dir, source, day)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        pq.write_table(table, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path

@@ -155,70 +155,44 @@ def _violations(rows: np.ndarray, column: str, rule: str, raw: pa.Table, message
     )
 
 
-def _sql_text(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
+# A plain decimal or scientific number; "inf", "nan" and hex are not numbers in a delivery.
+_NUMBER = r"^[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?$"
 
 
-def _sql_list(values: list[str]) -> str:
-    return ", ".join(_sql_text(v) for v in values)
+def _flags(mask: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    return np.asarray(pc.fill_null(mask, False).to_numpy(zero_copy_only=False), dtype=bool)
 
 
-def _column_sql(column: Column, null_values: list[str]) -> tuple[list[str], list[str]]:
-    """DuckDB expressions: (stage 1: missing flag and parsed value; stage 2: typed value and flags)."""
-    q = f'"{column.name}"'
-    m, v = f'"m__{column.name}"', f'"v__{column.name}"'
-    trimmed = f"trim({q})"
-    nulls = _sql_list(sorted({*null_values, ""}))
-    missing = f"({q} IS NULL OR {trimmed} IN ({nulls}))"
-    first = [f"{missing} AS {m}"]
-    second = [f"{m}"]
-    bad_type = "false"
-    if column.type == "string":
-        value = {"trim": trimmed, "trim_lower": f"lower({trimmed})"}.get(column.normalize or "", q)
-        first.append(f"CASE WHEN {missing} THEN NULL ELSE {value} END AS {v}")
-        typed = v
-    elif column.type in ("int", "float"):
-        first.append(f"CASE WHEN {missing} THEN NULL ELSE TRY_CAST({trimmed} AS DOUBLE) END AS {v}")
-        broken = f"({v} IS NULL OR NOT isfinite({v}))"
-        if column.type == "int":
-            broken = f"({broken} OR {v} <> trunc({v}) OR abs({v}) >= 9007199254740992)"
-            typed = f"CASE WHEN {broken} THEN NULL ELSE CAST({v} AS BIGINT) END"
-        else:
-            typed = f"CASE WHEN {broken} THEN NULL ELSE {v} END"
-        bad_type = f"(NOT {m} AND {broken})"
-    elif column.type == "bool":
-        lowered = f"lower({trimmed})"
-        first.append(
-            f"CASE WHEN {lowered} IN ({_sql_list(sorted(_TRUE))}) THEN true "
-            f"WHEN {lowered} IN ({_sql_list(sorted(_FALSE))}) THEN false END AS {v}"
-        )
-        typed = v
-        bad_type = f"(NOT {m} AND {v} IS NULL)"
-    else:
-        sql_type = "DATE" if column.type == "date" else "TIMESTAMPTZ"
-        first.append(f"CASE WHEN {missing} THEN NULL ELSE TRY_CAST({trimmed} AS {sql_type}) END AS {v}")
-        typed = v
-        bad_type = f"(NOT {m} AND {v} IS NULL)"
-    second.append(f'CASE WHEN {bad_type} THEN NULL ELSE {typed} END AS "{column.name}"')
-    second.append(f'{bad_type} AS "t__{column.name}"')
-    if column.format is not None:
-        second.append(
-            f'coalesce(NOT regexp_full_match({v}, {_sql_text(column.format)}), false) AS "f__{column.name}"'
-        )
-    if column.enum is not None:
-        second.append(f'coalesce({v} NOT IN ({_sql_list(column.enum)}), false) AS "e__{column.name}"')
-    if column.minimum is not None or column.maximum is not None:
-        bounds = []
-        if column.minimum is not None:
-            bounds.append(f"{v} < {column.minimum!r}")
-        if column.maximum is not None:
-            bounds.append(f"{v} > {column.maximum!r}")
-        second.append(f'coalesce(NOT {bad_type} AND ({" OR ".join(bounds)}), false) AS "r__{column.name}"')
-    return first, second
+def _chunked(values: pa.Array | pa.ChunkedArray) -> pa.ChunkedArray:
+    return values if isinstance(values, pa.ChunkedArray) else pa.chunked_array([values])
+
+
+def _parse_times(columns: dict[str, tuple[pa.ChunkedArray, str]], rows: int) -> dict[str, pa.ChunkedArray]:
+    """Dates and timestamps through DuckDB's TRY_CAST: strict calendars (no 30 February), any ISO-8601
+    offset normalised to UTC, and null instead of an error for what does not parse."""
+    if not columns:
+        return {}
+    table = pa.table({name: text for name, (text, _) in columns.items()})
+    table = table.append_column("_pos", pa.array(np.arange(rows), pa.int64()))
+    casts = ", ".join(
+        f'TRY_CAST("{name}" AS {"DATE" if kind == "date" else "TIMESTAMPTZ"}) AS "{name}"'
+        for name, (_, kind) in columns.items()
+    )
+    con = duckdb_connection()
+    try:
+        con.register("times", table)
+        # A parallel scan does not keep row order: sort back, row i must stay data row i + 1.
+        result = con.execute(f"SELECT {casts} FROM times ORDER BY _pos").to_arrow_table()
+    finally:
+        con.close()
+    return {name: result.column(name) for name in columns}
 
 
 def parse_batch(raw: pa.Table, contract: SourceContract) -> ParsedBatch:
-    """Type every column in DuckDB and collect the violations that need only the row itself.
+    """Type every column and collect the violations that need only the row itself.
+
+    Strings, numbers and booleans are handled with Arrow compute kernels, dates and timestamps
+    with DuckDB's strict casts; nothing loops over rows in Python.
 
     Args:
         raw: The landing rows as text; must hold every contract column (extra ones are ignored).
@@ -227,59 +201,79 @@ def parse_batch(raw: pa.Table, contract: SourceContract) -> ParsedBatch:
     Returns:
         The typed rows and the null/type/format/enum/range violations.
     """
-    first: list[str] = []
-    second: list[str] = []
-    for column in contract.columns:
-        a, b = _column_sql(column, contract.delivery.null_values)
-        first += a
-        second += b
-    con = duckdb_connection()
-    try:
-        positions = pa.array(np.arange(raw.num_rows), pa.int64())
-        con.register("raw", raw.select(contract.column_names).append_column("_pos", positions))
-        # A parallel scan does not keep row order: sort back, row i must stay data row i + 1.
-        result = con.execute(
-            f"WITH parsed AS (SELECT _pos, {', '.join(first)} FROM raw) "
-            f"SELECT {', '.join(second)} FROM parsed ORDER BY _pos"
-        ).to_arrow_table()
-    finally:
-        con.close()
-    typed = pa.table(
-        [result.column(c.name).cast(_ARROW_TYPES[c.type]) for c in contract.columns],
-        schema=lake_schema(contract),
-    )
+    rows = raw.num_rows
+    nulls = pa.array(sorted({*contract.delivery.null_values, ""}), pa.string())
     keys = set(contract.primary_key)
+    typed: dict[str, pa.ChunkedArray | pa.Array] = {}
     found: list[pd.DataFrame] = []
+    times: dict[str, tuple[pa.ChunkedArray, str]] = {}
+    missing_of: dict[str, np.ndarray] = {}
 
-    def flagged(name: str) -> np.ndarray:
-        return np.flatnonzero(result.column(name).to_numpy(zero_copy_only=False))
+    def report(mask: np.ndarray, column: Column, rule: str, message: str) -> None:
+        if mask.any():
+            found.append(_violations(np.flatnonzero(mask), column.name, rule, raw, message))
 
     for column in contract.columns:
-        name = column.name
+        original = raw.column(column.name)
+        text = pc.utf8_trim_whitespace(original)
+        missing = _flags(pc.or_(pc.is_null(original), pc.is_in(text, value_set=nulls)))
+        missing_of[column.name] = missing
         if not column.nullable:
-            rows = flagged(f"m__{name}")
-            if rows.size:
-                rule = "null_key" if name in keys else "not_null"
-                what = "key column" if name in keys else "column"
-                found.append(
-                    _violations(
-                        rows, name, rule, raw, f"{what} {name} is empty; the contract says nullable: false"
-                    )
+            rule = "null_key" if column.name in keys else "not_null"
+            what = "key column" if column.name in keys else "column"
+            report(missing, column, rule, f"{what} {column.name} is empty; the contract says nullable: false")
+        absent = pa.array(missing)
+        if column.type == "string":
+            value = {"trim": text, "trim_lower": pc.utf8_lower(text)}.get(column.normalize or "", original)
+            value = pc.if_else(absent, pa.scalar(None, pa.string()), value)
+            typed[column.name] = value
+            if column.format is not None:
+                matches = pc.match_substring_regex(value, f"^(?:{column.format})$")
+                report(
+                    _flags(pc.invert(matches)), column, "format", f"expected text matching {column.format}"
                 )
-        checks = [("t", "type", _TYPE_EXPECTED.get(column.type, ""))]
-        if column.format is not None:
-            checks.append(("f", "format", f"expected text matching {column.format}"))
-        if column.enum is not None:
-            checks.append(("e", "accepted_values", f"expected one of {', '.join(column.enum)}"))
-        if column.minimum is not None or column.maximum is not None:
-            low = -np.inf if column.minimum is None else column.minimum
-            high = np.inf if column.maximum is None else column.maximum
-            checks.append(("r", "range", f"expected a value between {_fmt(low)} and {_fmt(high)}"))
-        for prefix, rule, message in checks:
-            rows = flagged(f"{prefix}__{name}")
-            if rows.size:
-                found.append(_violations(rows, name, rule, raw, message))
-    return ParsedBatch(typed=typed, violations=_concat(found))
+            if column.enum is not None:
+                known = pc.is_in(value, value_set=pa.array(column.enum, pa.string()))
+                bad = _flags(pc.invert(known)) & ~missing
+                report(bad, column, "accepted_values", f"expected one of {', '.join(column.enum)}")
+            continue
+        if column.type in ("int", "float"):
+            shaped = _flags(pc.match_substring_regex(text, _NUMBER)) & ~missing
+            numbers = pc.cast(pc.if_else(pa.array(shaped), text, pa.scalar(None, pa.string())), pa.float64())
+            values = numbers.to_numpy(zero_copy_only=False)
+            with np.errstate(invalid="ignore"):
+                ok = shaped & np.isfinite(values)
+                if column.type == "int":
+                    ok &= (np.floor(values) == values) & (np.abs(values) < 2**53)
+            values = np.where(ok, values, np.nan)
+            if column.type == "int":
+                typed[column.name] = pa.array(np.where(ok, values, 0).astype(np.int64), mask=~ok)
+            else:
+                typed[column.name] = pa.array(values, mask=~ok)
+            report(~missing & ~ok, column, "type", _TYPE_EXPECTED[column.type])
+            if column.minimum is not None or column.maximum is not None:
+                low = -np.inf if column.minimum is None else column.minimum
+                high = np.inf if column.maximum is None else column.maximum
+                with np.errstate(invalid="ignore"):
+                    out = ok & ((values < low) | (values > high))
+                report(out, column, "range", f"expected a value between {_fmt(low)} and {_fmt(high)}")
+            continue
+        if column.type == "bool":
+            lowered = pc.utf8_lower(text)
+            is_true = _flags(pc.is_in(lowered, value_set=pa.array(sorted(_TRUE))))
+            is_false = _flags(pc.is_in(lowered, value_set=pa.array(sorted(_FALSE))))
+            ok = is_true | is_false
+            typed[column.name] = pa.array(is_true, mask=~ok)
+            report(~missing & ~ok, column, "type", _TYPE_EXPECTED["bool"])
+            continue
+        times[column.name] = (pc.if_else(absent, pa.scalar(None, pa.string()), text), column.type)
+    for name, parsed in _parse_times(times, rows).items():
+        column = contract.column(name)
+        typed[name] = parsed
+        report(~missing_of[name] & ~_flags(pc.is_valid(parsed)), column, "type", _TYPE_EXPECTED[column.type])
+    schema = lake_schema(contract)
+    table = pa.table([_chunked(typed[f.name]).cast(f.type) for f in schema], schema=schema)
+    return ParsedBatch(typed=table, violations=_concat(found))
 
 
 def epoch_micros(values: pa.ChunkedArray) -> np.ndarray:
@@ -396,43 +390,49 @@ def quarantine_frame(
     rank = {rule: i for i, rule in enumerate(RULE_ORDER)}
     position = {name: i for i, name in enumerate(raw.column_names)}
     ordered = violations.assign(
-        _rule_rank=violations["rule"].map(lambda r: rank.get(r, rank["unknown_reference"])),
-        _col_rank=violations["column"].map(lambda c: position.get(c, -1)),
+        _rule_rank=violations["rule"].map(rank).fillna(rank["unknown_reference"]),
+        _col_rank=violations["column"].map(position).fillna(-1),
     ).sort_values(["row", "_rule_rank", "_col_rank"], kind="stable")
     first = ordered.drop_duplicates("row").set_index("row")[["column", "rule", "value", "message"]]
-    reasons = (ordered["column"] + ":" + ordered["rule"]).groupby(ordered["row"]).agg("; ".join)
+    reasons = pd.Series(
+        (ordered["column"] + ":" + ordered["rule"]).to_numpy(), index=ordered["row"].to_numpy()
+    )
+    # Most broken rows break one rule; only the others need a (slow, per-group) join.
+    several = reasons.index.duplicated(keep=False)
+    if several.any():
+        joined = reasons[several].groupby(level=0).agg("; ".join)
+        reasons = pd.concat([reasons[~several], joined])
     if reject_rest is not None:
         rest = np.setdiff1d(np.arange(raw.num_rows), first.index.to_numpy())
         extra = pd.DataFrame(
             {"column": "", "rule": "batch_rejected", "value": None, "message": reject_rest}, index=rest
         )
         first = pd.concat([first, extra]).sort_index() if len(first) else extra
-        reasons = reasons.reindex(first.index).fillna("batch_rejected")
+        reasons = pd.concat([reasons, pd.Series("batch_rejected", index=rest)])
     rows = first.index.to_numpy(dtype=np.int64)
     pii = set(contract.pii_columns)
-    value = first["value"].astype(object).where(~first["column"].isin(pii), REDACTED)
+    value = first["value"].where(~first["column"].isin(pii), REDACTED)
+    text = pd.StringDtype("python")
     out = pd.DataFrame(
         {
-            "_file": file,
+            "_file": pd.array([file] * len(rows), dtype=text),
             "_row": rows + 1,
-            "_column": first["column"].to_numpy(dtype=object),
-            "_rule": first["rule"].to_numpy(dtype=object),
-            "_value": _text(value.to_numpy(dtype=object)),
-            "_message": first["message"].to_numpy(dtype=object),
-            "_reasons": reasons.reindex(first.index).to_numpy(dtype=object),
+            "_column": pd.array(first["column"].to_numpy(dtype=object), dtype=text),
+            "_rule": pd.array(first["rule"].to_numpy(dtype=object), dtype=text),
+            "_value": pd.array(value.to_numpy(dtype=object), dtype=text),
+            "_message": pd.array(first["message"].to_numpy(dtype=object), dtype=text),
+            "_reasons": pd.array(reasons.reindex(rows).to_numpy(dtype=object), dtype=text),
         }
     )
     taken = raw.take(pa.array(rows, pa.int64()))
     for name in raw.column_names:
-        original = np.array(taken.column(name).to_pylist(), dtype=object)
+        original = taken.column(name)
         if name in pii:
-            original = np.where(pd.isna(original), None, REDACTED)
-        out[f"_orig{name}" if name in REASON_COLUMNS else name] = _text(original)
-    return out.astype({c: pd.StringDtype("python") for c in out.columns if c != "_row"})
-
-
-def _text(values: np.ndarray) -> np.ndarray:
-    return np.array([None if v is None or v is pd.NA or v != v else str(v) for v in values], dtype=object)
+            original = pc.if_else(pc.is_valid(original), pa.scalar(REDACTED), pa.scalar(None, pa.string()))
+        out[f"_orig{name}" if name in REASON_COLUMNS else name] = original.to_pandas(
+            types_mapper={pa.string(): text}.get
+        ).to_numpy(dtype=object)
+    return out.astype({c: text for c in out.columns if c != "_row"})
 
 
 def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
