@@ -109,6 +109,8 @@ def test_version_carries_alias_tags_and_signature(trained: Trained) -> None:
     types = {c["name"]: c["type"] for c in inputs}
     assert types["sessions_30d"] == "long" and types["watch_minutes_30d"] == "double"
     assert types["plan_type"] == "string"
+    assert info.saved_input_example_info is not None
+    assert info.flavors["python_function"]["predict_fn"] == "predict_proba"
 
 
 def test_run_records_params_metrics_lineage_and_artifacts(trained: Trained) -> None:

@@ -115,3 +115,16 @@ def test_feast_mlflow_logging_elsewhere_is_refused(tmp_path: Path) -> None:
             tracking_uri=f"sqlite:///{tmp_path}/mlruns/mlflow.db",
             artifact_location=str(tmp_path / "mlruns" / "artifacts"),
         )
+
+
+def test_feast_resolves_the_registered_model_to_its_feature_service(home: Home) -> None:
+    # Feast's own resolver (what `store.mlflow.resolve_features` runs) reads the lineage training
+    # writes by hand and checks `feast_features.json` against the applied feature service. It
+    # parses `models:/<name>/<version or alias>`, not MLflow's `@alias` form.
+    from feast.mlflow_integration.model_resolver import FeastMlflowModelResolver
+
+    from features.store import open_store
+
+    store = open_store(home=home.ws.home)
+    resolver = FeastMlflowModelResolver(store, None, MlflowClient(home.ws.tracking_uri))
+    assert resolver.resolve("models:/churn-model/challenger") == "customer_profile_v1"

@@ -134,6 +134,7 @@ class TrainResult:
         positive_rates: Churn rate by window.
         training_set_hash: SHA-256 of the labelled training set.
         feature_service: The feature service used.
+        tags: The tags set on the registered version.
     """
 
     run_id: str
@@ -388,6 +389,12 @@ def run_training(
     )
 
 
+def _utc(value: object) -> pd.Timestamp:
+    stamp = pd.Timestamp(value)
+    # The lake stores UTC instants; a naive value read back is UTC as well.
+    return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+
+
 def observed_window(*, lake_dir: Path) -> tuple[pd.Timestamp, pd.Timestamp]:
     """When the lake's history starts and ends.
 
@@ -423,8 +430,8 @@ def observed_window(*, lake_dir: Path) -> tuple[pd.Timestamp, pd.Timestamp]:
             if low is None:
                 continue
             if source in _ACTIVITY_TIMESTAMPS:
-                starts.append(pd.Timestamp(low).tz_convert("UTC"))
-            ends.append(pd.Timestamp(high).tz_convert("UTC"))
+                starts.append(_utc(low))
+            ends.append(_utc(high))
     if not starts:
         raise ValueError(
             f"the lake at {lake_dir} holds no usage, billing or support rows: ingest the sources first"
