@@ -128,7 +128,7 @@ def materialize(
     computing = time.perf_counter()
     rows = snapshot_rows_at(lake_dir=lake_dir, features_dir=features_dir, contract=contract, at=at)
     loading = time.perf_counter()
-    write_online(store=store, view=view, rows=rows)
+    write_online(store=store, view=view, rows=rows, replace=True)
     # Recorded like Feast's own materialize, so `feast materialize-incremental` continues from here.
     store.registry.apply_materialization(view, store.project, at - contract.time.ttl, at)
     done = time.perf_counter()

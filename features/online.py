@@ -21,47 +21,85 @@ if TYPE_CHECKING:
     from feast import FeatureStore, FeatureView
 
 
-def _sqlite_rows(store: FeatureStore, view: FeatureView, rows: pa.Table) -> list[tuple]:
-    from feast.infra.key_encoding_utils import serialize_entity_key
-    from feast.infra.online_stores.helpers import extract_text_and_num
-    from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
-    from feast.utils import _columns_to_proto_values, to_naive_utc
+def _serialized_column(
+    batch: pa.RecordBatch, name: str, value_type: object
+) -> tuple[list[bytes], list[object]]:
+    """A column's values as Feast's ValueProto bytes and `value_text`, converted once per distinct value.
 
-    key = view.entity_columns[0].name
-    version = store.config.entity_key_serialization_version
-    columns = [(f.name, f.dtype.to_value_type()) for f in view.features]
-    batch = rows.combine_chunks().to_batches()[0] if rows.num_rows else None
-    if batch is None:
+    The distinct values go through Feast's own conversion (`_columns_to_proto_values`), so the
+    bytes are exactly those Feast's writer would store.
+    """
+    import pyarrow.compute as pc
+    from feast.infra.online_stores.helpers import extract_text_and_num
+    from feast.utils import _columns_to_proto_values
+
+    column = batch.column(batch.schema.get_field_index(name))
+    distinct = pc.unique(column)
+    protos = _columns_to_proto_values(pa.record_batch([distinct], names=[name]), [(name, value_type)])[name]
+    raw = [p.SerializeToString() for p in protos]
+    text = [extract_text_and_num(p, False)[0] for p in protos]
+    where = pc.index_in(column, value_set=distinct).to_numpy(zero_copy_only=False)
+    return [raw[i] for i in where], [text[i] for i in where]
+
+
+def _epoch_seconds(column: pa.ChunkedArray) -> list[int]:
+    """What Feast's SQLite adapter stores for each timestamp, computed once per distinct value.
+
+    Feast passes `to_naive_utc(ts)` to sqlite3, whose registered adapter stores
+    `int(value.timestamp())`; the same expression is applied here to the few distinct times of a
+    refresh instead of once per (customer, feature) row.
+    """
+    import pyarrow.compute as pc
+    from feast.utils import to_naive_utc
+
+    distinct = pc.unique(column)
+    seconds = [int(to_naive_utc(t).timestamp()) for t in distinct.to_pylist()]
+    return [seconds[i] for i in pc.index_in(column, value_set=distinct).to_numpy(zero_copy_only=False)]
+
+
+def _sqlite_rows(store: FeatureStore, view: FeatureView, rows: pa.Table) -> list[tuple]:
+    """The online table's rows for `rows`, sorted by (entity key, feature name) for fast B-tree appends."""
+    from feast.infra.key_encoding_utils import serialize_entity_key
+    from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
+    from feast.utils import _columns_to_proto_values
+
+    if rows.num_rows == 0:
         return []
-    protos = _columns_to_proto_values(batch, [*columns, (key, view.entity_columns[0].dtype.to_value_type())])
+    entity = view.entity_columns[0]
+    batch = rows.combine_chunks().to_batches()[0]
+    version = store.config.entity_key_serialization_version
+    key_protos = _columns_to_proto_values(batch, [(entity.name, entity.dtype.to_value_type())])[entity.name]
     entity_keys = [
         serialize_entity_key(
-            EntityKeyProto(join_keys=[key], entity_values=[value]),
+            EntityKeyProto(join_keys=[entity.name], entity_values=[v]),
             entity_key_serialization_version=version,
         )
-        for value in protos[key]
+        for v in key_protos
     ]
-    event_ts = [to_naive_utc(t) for t in rows.column(EVENT_TIMESTAMP).to_pylist()]
-    created_ts = [to_naive_utc(t) for t in rows.column(CREATED_TIMESTAMP).to_pylist()]
+    event_ts = _epoch_seconds(rows.column(EVENT_TIMESTAMP))
+    created_ts = _epoch_seconds(rows.column(CREATED_TIMESTAMP))
+    columns = sorted((f.name, f.dtype.to_value_type()) for f in view.features)
+    serialized = [_serialized_column(batch, name, value_type) for name, value_type in columns]
     out: list[tuple] = []
-    for name, _ in columns:
-        serialized: dict[bytes, tuple[bytes, str | None]] = {}
-        for i, value in enumerate(protos[name]):
-            raw = value.SerializeToString()
-            cached = serialized.get(raw)
-            if cached is None:
-                cached = serialized[raw] = (raw, extract_text_and_num(value, False)[0])
-            out.append((entity_keys[i], name, cached[0], cached[1], event_ts[i], created_ts[i]))
+    for i in sorted(range(len(entity_keys)), key=entity_keys.__getitem__):
+        key, event, created = entity_keys[i], event_ts[i], created_ts[i]
+        out.extend(
+            (key, name, values[i], texts[i], event, created)
+            for (name, _), (values, texts) in zip(columns, serialized, strict=True)
+        )
     return out
 
 
-def write_online(*, store: FeatureStore, view: FeatureView, rows: pa.Table) -> int:
+def write_online(*, store: FeatureStore, view: FeatureView, rows: pa.Table, replace: bool = False) -> int:
     """Load snapshot rows (one per customer) into the online store.
 
     Args:
         store: The Feast store (its definitions applied).
         view: The feature view the rows belong to.
         rows: Offline table rows: key, event/created timestamps, `snapshot_ts`, features.
+        replace: Whether the rows are the whole new online state (a refresh of every customer):
+            the table is emptied and refilled in the same transaction, which is much faster than
+            upserting; readers see the old or the new state, never a mix.
 
     Returns:
         The number of customers written.
@@ -81,14 +119,20 @@ def write_online(*, store: FeatureStore, view: FeatureView, rows: pa.Table) -> i
     )
     records = _sqlite_rows(store, view, rows)
     quoted = '"' + table.replace('"', '""') + '"'
-    sql = (
+    insert = (
         f"INSERT INTO {quoted} (entity_key, feature_name, value, value_text, event_ts, created_ts) "
-        "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(entity_key, feature_name) DO UPDATE SET "
-        "value = excluded.value, value_text = excluded.value_text, event_ts = excluded.event_ts, "
-        "created_ts = excluded.created_ts"
+        "VALUES (?, ?, ?, ?, ?, ?)"
     )
-    con = sqlite3.connect(path, detect_types=sqlite3.PARSE_DECLTYPES | sqlite3.PARSE_COLNAMES)
+    upsert = (
+        f"{insert} ON CONFLICT(entity_key, feature_name) DO UPDATE SET value = excluded.value, "
+        "value_text = excluded.value_text, event_ts = excluded.event_ts, created_ts = excluded.created_ts"
+    )
+    con = sqlite3.connect(path)
     try:
+        indexes = con.execute(
+            "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = ? AND sql IS NOT NULL",
+            (table,),
+        ).fetchall()
         exists = con.execute(
             "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)
         ).fetchone()
@@ -96,8 +140,19 @@ def write_online(*, store: FeatureStore, view: FeatureView, rows: pa.Table) -> i
             raise RuntimeError(
                 f"the online table {table} does not exist in {path}: run `churnops features apply` first"
             )
+        # WAL lets `feast serve` keep reading the previous state while a load is written.
+        con.execute("PRAGMA journal_mode = WAL")
         with con:
-            con.executemany(sql, records)
+            if replace:
+                # Feast's secondary index is rebuilt once after the load instead of row by row.
+                for name, _ in indexes:
+                    con.execute(f'DROP INDEX "{name}"')
+                con.execute(f"DELETE FROM {quoted}")
+                con.executemany(insert, records)
+                for _, sql in indexes:
+                    con.execute(sql)
+            else:
+                con.executemany(upsert, records)
     finally:
         con.close()
     return rows.num_rows
