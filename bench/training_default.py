@@ -2,10 +2,12 @@
 
 For each generator seed: generate the default world (2000 customers x 120 days, start pinned so the
 figures are reproducible), ingest, build features, apply Feast, train with seed 42 into a fresh home,
-and record the test-window metrics of every model plus stage timings. Writes
-`bench/results/training.md`.
+and record the test-window metrics of every model plus stage timings. Then, on the first world's
+split, time `fit_candidates` with one OpenMP thread (what training uses) against the library
+default (all cores), medians of --repeats runs each. Writes `bench/results/training.md`.
 
 Usage: .venv/bin/python bench/training_default.py [--seeds 42 7 2026] [--customers 2000] [--days 120]
+       [--repeats 3]
 """
 
 from __future__ import annotations
@@ -19,6 +21,9 @@ import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+
+import pandas as pd
+from mlflow import MlflowClient
 
 RESULTS = Path(__file__).resolve().parent / "results" / "training.md"
 START = datetime(2026, 6, 1, tzinfo=UTC)
@@ -54,7 +59,12 @@ def one_world(*, seed: int, customers: int, days: int) -> dict[str, object]:
             seed=42,
         )
         trained = time.perf_counter()
+        datasets = Path(
+            MlflowClient(ws.tracking_uri).download_artifacts(result.run_id, "datasets", str(Path(tmp) / "dl"))
+        )
+        windows = {w: pd.read_parquet(datasets / f"{w}.parquet") for w in ("train", "validation", "test")}
     return {
+        "windows": windows,
         "seed": seed,
         "result": result,
         "prepare_s": prepared - began,
@@ -62,17 +72,59 @@ def one_world(*, seed: int, customers: int, days: int) -> dict[str, object]:
     }
 
 
+def time_fits(*, windows: dict[str, pd.DataFrame], repeats: int) -> tuple[dict[str, float], bool]:
+    """Median seconds of `fit_candidates` with one thread and with the library default.
+
+    Returns:
+        The medians by mode, and whether both modes gave identical test metrics.
+    """
+    import training.fit
+    from contracts.feature_contract import load_feature_contract
+    from training.split import Split, SplitDates
+
+    times = {name: frame["event_timestamp"] for name, frame in windows.items()}
+    split = Split(
+        train=windows["train"],
+        validation=windows["validation"],
+        test=windows["test"],
+        dates=SplitDates(
+            times["train"].min(),
+            times["train"].max(),
+            times["validation"].min(),
+            times["validation"].max(),
+            times["test"].min(),
+            times["test"].max(),
+        ),
+    )
+    contract = load_feature_contract()
+    medians: dict[str, float] = {}
+    metrics: dict[str, dict[str, dict[str, float]]] = {}
+    for label, threads in (("1 thread", 1), ("default threads", None)):
+        training.fit.THREADS = threads
+        runs = []
+        for _ in range(repeats):
+            began = time.perf_counter()
+            fitted = training.fit.fit_candidates(split=split, contract=contract, seed=42)
+            runs.append(time.perf_counter() - began)
+        medians[label] = statistics.median(runs)
+        metrics[label] = {name: c.test for name, c in fitted.candidates.items()}
+    training.fit.THREADS = 1
+    return medians, metrics["1 thread"] == metrics["default threads"]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[42, 7, 2026])
     parser.add_argument("--customers", type=int, default=2000)
     parser.add_argument("--days", type=int, default=120)
+    parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     os.environ.setdefault("DO_NOT_TRACK", "true")
     os.environ.setdefault("FEAST_USAGE", "False")
 
     runs = [one_world(seed=s, customers=args.customers, days=args.days) for s in args.seeds]
+    fits, identical = time_fits(windows=runs[0]["windows"], repeats=args.repeats)
     cpu = next(
         (
             line.split(":", 1)[1].strip()
@@ -88,8 +140,8 @@ def main() -> None:
         "engineers' jobs while measured, so timings are noisy.",
         "",
         f"Command: `.venv/bin/python bench/training_default.py --seeds {' '.join(map(str, args.seeds))} "
-        f"--customers {args.customers} --days {args.days}` (generator start pinned to {START:%Y-%m-%d}; "
-        "training seed 42).",
+        f"--customers {args.customers} --days {args.days} --repeats {args.repeats}` "
+        f"(generator start pinned to {START:%Y-%m-%d}; training seed 42).",
         "",
         "Test-window metrics (the latest out-of-time window); chosen = best validation PR AUC.",
         "",
@@ -113,6 +165,11 @@ def main() -> None:
         f"Median test ROC AUC: LR {statistics.median(lr_auc):.4f}, HGB {statistics.median(hgb_auc):.4f}, "
         "constant 0.5000. Median `train()` time (labels + Feast retrieval + both fits + MLflow logging and "
         f"registration): {statistics.median(r['train_s'] for r in runs):.1f} s.",
+        "",
+        f"`fit_candidates` on generator seed {args.seeds[0]}'s split (both models, calibration, permutation "
+        f"importance), median of {args.repeats}: one OpenMP thread {fits['1 thread']:.1f} s, library default "
+        f"threads {fits['default threads']:.1f} s (ratio {fits['default threads'] / fits['1 thread']:.1f}x); "
+        f"test metrics identical in both modes: {'yes' if identical else 'NO'}.",
         "",
     ]
     RESULTS.parent.mkdir(parents=True, exist_ok=True)

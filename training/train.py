@@ -6,7 +6,8 @@ tracked part for any loader of a labelled training set, so it can be exercised w
 Lineage follows Feast's MLflow conventions, written by hand: the run and the registered version
 carry `feast.feature_service`, the run `feast.project`, `feast.feature_refs` and
 `feast.feature_views`, and the run's root holds `feast_features.json`, so Feast's
-`store.mlflow.resolve_features("models:/churn-model@champion")` works for serving. When
+`store.mlflow.resolve_features("models:/churn-model/champion")` works for serving (Feast's
+resolver parses `models:/<name>/<version or alias>`, not MLflow's `@alias` form). When
 `feature_store.yaml` enables Feast's `mlflow:` block, Feast's own auto-logging of the historical
 retrieval (entity count, retrieval time) lands in the same run, because the retrieval happens
 while the run is active. Feast's `store.mlflow.log_model` is not used: it discards the logged
@@ -20,7 +21,7 @@ import json
 import tempfile
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,7 @@ from training.labels import (
     labelled_observations,
 )
 from training.models import CANDIDATES, model_input
+from training.plots import calibration_figure, importance_figure, precision_recall_figure, roc_figure
 from training.split import DEFAULT_FRACTIONS, Split, SplitDates, out_of_time_split
 from training.tracking import (
     CHALLENGER,
@@ -57,7 +59,7 @@ from training.tracking import (
 
 DEFAULT_FEATURE_SERVICE = "customer_profile_v1"
 _CHURN_LABELS_SCHEMA = pa.schema([("customer_id", pa.string()), ("churn_date", pa.timestamp("us", tz="UTC"))])
-# Event-time columns that bound the observed history (the feature sources plus the labels).
+# Event-time columns of the activity sources, which bound the observed history.
 _ACTIVITY_TIMESTAMPS = {
     "usage_events": "event_timestamp",
     "billing": "invoice_date",
@@ -150,7 +152,7 @@ class TrainResult:
     positive_rates: dict[str, float]
     training_set_hash: str
     feature_service: str
-    tags: dict[str, str] = field(default_factory=dict)
+    tags: dict[str, str]
 
 
 def _scalar_params(prefix: str, params: dict[str, Any]) -> dict[str, str]:
@@ -192,9 +194,7 @@ def _log_run_content(
     seed: int,
     settings: TrainSettings,
     training_set_hash: str,
-) -> dict[str, float]:
-    from training.plots import calibration_figure, importance_figure, precision_recall_figure, roc_figure
-
+) -> None:
     params: dict[str, str] = {
         "seed": str(seed),
         "feature_service": lineage.feature_service,
@@ -264,7 +264,6 @@ def _log_run_content(
         # Feast's model resolver compares this list with the feature service's current features.
         (folder / "feast_features.json").write_text(json.dumps(lineage.feature_refs), encoding="utf-8")
         mlflow.log_artifact(str(folder / "feast_features.json"))
-    return metrics
 
 
 def run_training(
