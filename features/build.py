@@ -230,11 +230,14 @@ def write_snapshots(
     if rows.num_rows == 0:
         return 0
     key = contract.entity.join_key
-    days = pc.strftime(rows.column(table.SNAPSHOT_TS), format="%Y-%m-%d")
-    rows = rows.append_column("__day", days)
+    rows = rows.sort_by([(table.SNAPSHOT_TS, "ascending"), (key, "ascending")])
+    days = pc.strftime(rows.column(table.SNAPSHOT_TS), format="%Y-%m-%d").to_numpy(zero_copy_only=False)
+    # Sorted by time, so each day's rows are one contiguous slice.
+    unique_days, starts = np.unique(days, return_index=True)
+    ends = [*starts[1:], len(days)]
     written = 0
-    for day in pc.unique(days).to_pylist():
-        fresh = rows.filter(pc.equal(rows.column("__day"), day)).drop_columns(["__day"])
+    for day, start, end in zip(unique_days.tolist(), starts.tolist(), ends, strict=True):
+        fresh = rows.slice(start, end - start)
         old = None if replace_all else table.read_partition(features_dir, contract, day)
         if old is not None:
             fresh_keys = pc.binary_join_element_wise(

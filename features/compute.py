@@ -126,7 +126,7 @@ def connect() -> duckdb.DuckDBPyConnection:
 def register_sources(
     con: duckdb.DuckDBPyConnection, *, lake_dir: Path, contract: FeatureContract
 ) -> set[str]:
-    """Create one view per lake source the contract reads, with the event time as `ts_us`.
+    """Load every lake source the contract reads into a temporary table, with the event time as `ts_us`.
 
     The entity source becomes view `entity`: one row per customer (the latest ingested), with
     `start_us` (the signup time) and `first_us` (the first boundary at or after it).
@@ -149,8 +149,10 @@ def register_sources(
         glob = source_glob(lake_dir, name).replace("'", "''")
         # A DATE column casts to midnight without a zone; a TIMESTAMPTZ is read in UTC.
         ts = f"epoch_us(CAST({_q(ts_col)} AS TIMESTAMP))"
+        # Read once into a temporary table: the plans reference a source several times, and
+        # re-reading hundreds of partition files per reference doubles the build time.
         con.execute(
-            f"CREATE OR REPLACE VIEW {_q('src_' + name)} AS "
+            f"CREATE OR REPLACE TEMP TABLE {_q('src_' + name)} AS "
             f"SELECT *, {ts} AS ts_us, epoch_us(ingested_at) AS ingested_us "
             f"FROM read_parquet('{glob}', union_by_name = true, hive_partitioning = false)"
         )
