@@ -282,3 +282,13 @@ def test_mlflow_server_finds_the_run_and_the_model_over_rest(trained: Trained) -
         except subprocess.TimeoutExpired:
             os.killpg(server.pid, signal.SIGKILL)
             server.wait(timeout=10)
+
+
+def test_experiment_with_artifacts_elsewhere_is_refused(trained: Trained, tmp_path: Path) -> None:
+    from training.tracking import ensure_experiment
+
+    client = MlflowClient(trained.tracking_uri)
+    same = ensure_experiment(client=client, artifact_location=str(trained.home / "mlruns" / "artifacts"))
+    assert same == trained.second.experiment_id
+    with pytest.raises(ValueError, match="belongs to another home"):
+        ensure_experiment(client=client, artifact_location=str(tmp_path / "elsewhere"))

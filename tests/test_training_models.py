@@ -124,3 +124,27 @@ def test_ties_at_the_cut_are_shared_out_evenly() -> None:
 def test_metrics_need_both_classes() -> None:
     with pytest.raises(ValueError, match="both classes"):
         classification_metrics(y_true=np.zeros(5), scores=np.full(5, 0.1))
+
+
+def test_content_hash_follows_values_columns_and_order() -> None:
+    from training.tracking import content_hash
+
+    frame = synthetic_training_set(customers=5, weeks=3)
+    assert content_hash(frame) == content_hash(frame.copy())
+    changed = frame.copy()
+    changed.loc[7, "sessions_30d"] += 1
+    assert content_hash(changed) != content_hash(frame)
+    assert content_hash(frame[list(reversed(frame.columns))]) != content_hash(frame)
+    assert content_hash(frame.iloc[::-1]) != content_hash(frame)
+
+
+def test_trusted_types_refuse_custom_code_in_the_model(fitted: FitResult) -> None:
+    from sklearn.preprocessing import FunctionTransformer
+
+    from training.tracking import trusted_types
+
+    chosen = trusted_types(fitted.candidates[GRADIENT_BOOSTING].model)
+    assert "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor" in chosen
+    custom = Pipeline([("double", FunctionTransformer(func=engaged_profile))])
+    with pytest.raises(ValueError, match=r"outside scikit-learn/NumPy/SciPy: \['test_training_helpers"):
+        trusted_types(custom)
