@@ -31,11 +31,12 @@ _SQL_TYPES = {"int64": int, "float64": float, "object": str, "bool": int}
 
 @dataclass
 class LogEntry:
-    """What one request predicted.
+    """What one scoring call predicted (one batch request, or single requests scored together).
 
     Attributes:
-        request_id: The request's id (also returned in the `X-Request-ID` header).
-        predicted_at: When the request was scored (UTC).
+        request_ids: The request id of each row (returned in the `X-Request-ID` header).
+        items: Each row's position in its request (0 for single predictions).
+        predicted_at: When the rows were scored (UTC).
         customer_ids: The customers, in order.
         frame: The features the champion scored (one row per customer).
         statuses: The feature status per customer.
@@ -46,7 +47,8 @@ class LogEntry:
         challenger: The model to score in shadow, or None.
     """
 
-    request_id: str
+    request_ids: list[str]
+    items: list[int]
     predicted_at: datetime
     customer_ids: list[str]
     frame: pd.DataFrame
@@ -191,22 +193,17 @@ class PredictionLog:
             db.close()
 
     def _write(self, db: sqlite_utils.Database, entries: list[LogEntry]) -> None:
+        shadow = self._score_shadow(entries)
         records: list[dict[str, Any]] = []
-        for entry in entries:
-            shadow_version: str | None = None
-            shadow: list[float | None] = [None] * len(entry.customer_ids)
-            if entry.challenger is not None and entry.challenger.version != entry.champion.version:
-                shadow_version = entry.challenger.version
-                shadow = [float(p) for p in entry.challenger.predict(entry.frame)]
-                self.stats.shadow_scored += len(shadow)
+        for entry, (shadow_version, shadow_p) in zip(entries, shadow, strict=True):
             features = entry.frame[self._columns].to_dict(orient="records")
             predicted_at = entry.predicted_at.isoformat()
             for i, customer_id in enumerate(entry.customer_ids):
                 snapshot = entry.snapshot_ts[i]
                 records.append(
                     {
-                        "request_id": entry.request_id,
-                        "item": i,
+                        "request_id": entry.request_ids[i],
+                        "item": entry.items[i],
                         "predicted_at": predicted_at,
                         "customer_id": customer_id,
                         "model_name": entry.champion.name,
@@ -217,10 +214,28 @@ class PredictionLog:
                         "snapshot_ts": None if snapshot is None else snapshot.isoformat(),
                         **features[i],
                         "shadow_model_version": shadow_version,
-                        "shadow_probability": shadow[i],
+                        "shadow_probability": None if shadow_p is None else shadow_p[i],
                     }
                 )
         if records:
             with db.conn:
                 db[TABLE].insert_all(records, batch_size=1000)
             self.stats.rows_written += len(records)
+
+    def _score_shadow(self, entries: list[LogEntry]) -> list[tuple[str | None, list[float] | None]]:
+        """The challenger's probabilities per entry: one `predict_proba` per challenger version."""
+        out: list[tuple[str | None, list[float] | None]] = [(None, None)] * len(entries)
+        groups: dict[str, tuple[LoadedModel, list[int]]] = {}
+        for k, entry in enumerate(entries):
+            if entry.challenger is not None and entry.challenger.version != entry.champion.version:
+                groups.setdefault(entry.challenger.version, (entry.challenger, []))[1].append(k)
+        for version, (challenger, members) in groups.items():
+            frame = pd.concat([entries[k].frame for k in members], ignore_index=True)
+            probabilities = [float(p) for p in challenger.predict(frame)]
+            self.stats.shadow_scored += len(probabilities)
+            start = 0
+            for k in members:
+                n = len(entries[k].customer_ids)
+                out[k] = (version, probabilities[start : start + n])
+                start += n
+        return out

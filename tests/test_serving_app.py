@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import threading
 import time
@@ -300,6 +301,25 @@ def test_single_predictions_equal_offline_scoring_of_the_same_features(
         else:
             assert body["snapshot_ts"] is None
         assert r.headers["X-Request-ID"] == body["request_id"]
+
+
+def test_concurrent_single_predictions_scored_together_stay_per_customer(
+    setup: Setup, service: httpx.Client
+) -> None:
+    ids = [*FRESH[:24], UNKNOWN, STALE, EXPIRED, FRESH[0]]
+    expected, _ = _offline(setup, "1", ids)
+
+    async def fire() -> list[httpx.Response]:
+        async with httpx.AsyncClient(base_url=str(service.base_url), timeout=WAIT_S) as client:
+            return await asyncio.gather(*(client.post("/predict", json={"customer_id": c}) for c in ids))
+
+    responses = asyncio.run(fire())
+    assert [r.status_code for r in responses] == [200] * len(ids)
+    bodies = [r.json() for r in responses]
+    assert [b["customer_id"] for b in bodies] == ids
+    np.testing.assert_allclose([b["churn_probability"] for b in bodies], expected, rtol=0, atol=1e-12)
+    assert [b["feature_status"] for b in bodies] == [_expected_status(c)[0] for c in ids]
+    assert len({b["request_id"] for b in bodies}) == len(ids)
 
 
 def test_batch_keeps_order_and_equals_offline_scoring(setup: Setup, service: httpx.Client) -> None:

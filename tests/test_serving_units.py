@@ -105,7 +105,8 @@ def test_full_log_queue_drops_and_counts_instead_of_blocking(tmp_path: Path) -> 
     )
     model = LoadedModel(name="m", version="1", model=_NeverScored(), input_columns=("sessions_30d",))
     entry = LogEntry(
-        request_id="r",
+        request_ids=["r"],
+        items=[0],
         predicted_at=datetime(2026, 11, 21, tzinfo=UTC),
         customer_ids=["CUST-000001"],
         frame=pd.DataFrame({"sessions_30d": [3]}),
