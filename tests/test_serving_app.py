@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -21,7 +23,9 @@ import pytest
 import sqlite_utils
 import uvicorn
 
+from churnops.settings import Workspace
 from contracts.feature_contract import load_feature_contract
+from features.store import apply
 from serving.app import create_app
 from serving.keys import create_key
 from serving.settings import ServingSettings
@@ -54,36 +58,15 @@ def _wait_for(check: Callable[[], bool], what: str, timeout: float = WAIT_S) -> 
 @dataclass
 class Setup:
     home: Path
-    repo: Path
     tracking_uri: str
     rows: pd.DataFrame  # what was written to the online store, by customer_id
     now: datetime
 
 
-def _feast_objects() -> list[Any]:
-    from feast import Entity, FeatureService, FeatureView, Field, FileSource
-    from feast.types import Float64, Int64, String, UnixTimestamp
-    from feast.value_type import ValueType
+def _open_store(home: Path) -> Any:
+    from features.store import open_store
 
-    types = {"int64": Int64, "float64": Float64, "string": String}
-    customer = Entity(name="customer", join_keys=[CONTRACT.entity.join_key], value_type=ValueType.STRING)
-    source = FileSource(name="customer_profile_source", path="unused.parquet", timestamp_field="snapshot_ts")
-    view = FeatureView(
-        name="customer_profile_30d",
-        entities=[customer],
-        ttl=CONTRACT.time.ttl,
-        schema=[Field(name=f.name, dtype=types[f.dtype]) for f in CONTRACT.features]
-        + [Field(name="snapshot_ts", dtype=UnixTimestamp)],
-        source=source,
-        online=True,
-    )
-    return [customer, view, FeatureService(name="customer_profile_v1", features=[view])]
-
-
-def _open_store(repo: Path) -> Any:
-    from feast import FeatureStore
-
-    return FeatureStore(repo_path=str(repo))
+    return open_store(home=home)
 
 
 def _feature_rows(now: datetime) -> pd.DataFrame:
@@ -181,32 +164,24 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Setup:
     from mlflow import MlflowClient
 
     home = tmp_path_factory.mktemp("serving-home")
-    repo = home / "feature_repo"
-    repo.mkdir()
-    feast_dir = home / "data" / "feast"
-    feast_dir.mkdir(parents=True)
-    (repo / "feature_store.yaml").write_text(
-        "project: churnops\n"
-        f"registry: {feast_dir / 'registry.db'}\n"
-        "provider: local\n"
-        f"online_store:\n  type: sqlite\n  path: {feast_dir / 'online_store.db'}\n"
-        "offline_store:\n  type: duckdb\n"
-        "entity_key_serialization_version: 3\n"
-    )
-    store = _open_store(repo)
-    store.apply(_feast_objects())
+    store = _open_store(home)
+    apply(store)
     # Feast keeps UnixTimestamp features to the second; real snapshots sit on whole boundaries.
     now = datetime.now(UTC).replace(microsecond=0)
     rows = _feature_rows(now)
-    store.write_to_online_store("customer_profile_30d", rows)
-    tracking_uri = f"sqlite:///{home / 'mlruns' / 'mlflow.db'}"
-    (home / "mlruns").mkdir()
+    # Written through Feast itself; the snapshot time is also the row's event and created time.
+    store.write_to_online_store(
+        "customer_profile_30d",
+        rows.assign(event_timestamp=rows["snapshot_ts"], created_timestamp=rows["snapshot_ts"]),
+    )
+    tracking_uri = Workspace(home).tracking_uri
+    Workspace(home).mlruns.mkdir()
     with _global_tracking(tracking_uri, _decoy(home)):
-        _register(tracking_uri, home / "mlruns" / "artifacts")
+        _register(tracking_uri, Workspace(home).artifacts)
     client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
     client.set_registered_model_alias(MODEL, "champion", "1")
     client.set_registered_model_alias(MODEL, "challenger", "2")
-    return Setup(home=home, repo=repo, tracking_uri=tracking_uri, rows=rows.set_index("customer_id"), now=now)
+    return Setup(home=home, tracking_uri=tracking_uri, rows=rows.set_index("customer_id"), now=now)
 
 
 class Served:
@@ -244,7 +219,7 @@ def _settings(setup: Setup, name: str, **overrides: Any) -> ServingSettings:
 @pytest.fixture(scope="module")
 def service(setup: Setup) -> Iterator[httpx.Client]:
     app = create_app(
-        store_factory=lambda: _open_store(setup.repo),
+        store_factory=lambda: _open_store(setup.home),
         tracking_uri=setup.tracking_uri,
         settings=_settings(setup, "main", shadow=True),
     )
@@ -521,7 +496,7 @@ def test_a_champion_needing_columns_serving_lacks_is_refused_and_the_old_one_kep
 
 def test_no_champion_answers_503_saying_what_to_run(setup: Setup) -> None:
     app = create_app(
-        store_factory=lambda: _open_store(setup.repo),
+        store_factory=lambda: _open_store(setup.home),
         tracking_uri=f"sqlite:///{setup.home / 'empty-mlruns' / 'mlflow.db'}",
         settings=_settings(setup, "no-champion"),
     )
@@ -544,7 +519,7 @@ def test_api_keys_when_required(setup: Setup) -> None:
         keys_file=keys_file, consumer="cs-analytics-dashboard", approved_consumers=["cs-analytics-dashboard"]
     )
     app = create_app(
-        store_factory=lambda: _open_store(setup.repo),
+        store_factory=lambda: _open_store(setup.home),
         tracking_uri=setup.tracking_uri,
         settings=_settings(setup, "keys", require_keys=True, keys_file=keys_file, shadow=False),
     )
@@ -559,3 +534,37 @@ def test_api_keys_when_required(setup: Setup) -> None:
         assert ok.status_code == 200, ok.text
         assert ok.json()["model_version"] == "1"
         assert client.get("/health").status_code == 200
+
+
+def test_churnops_serve_command_serves_the_home(setup: Setup) -> None:
+    port = _free_port()
+    command = [str(Path(sys.executable).with_name("churnops")), "serve", "--home", str(setup.home)]
+    log = setup.home / "serve-command.log"
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            [*command, "--port", str(port), "--no-shadow", "--poll-interval", "1"],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=WAIT_S) as client:
+
+            def ready() -> bool:
+                assert process.poll() is None, f"churnops serve exited: {log.read_text()}"
+                try:
+                    return client.get("/ready").status_code == 200
+                except httpx.TransportError:
+                    return False
+
+            _wait_for(ready, "`churnops serve` to be ready", timeout=90)
+            expected, _ = _offline(setup, "1", [FRESH[7]])
+            body = client.post("/predict", json={"customer_id": FRESH[7]}).json()
+            assert body["model_version"] == "1"
+            assert body["churn_probability"] == pytest.approx(expected[0], abs=1e-12)
+            _wait_for(
+                lambda: (Workspace(setup.home).predictions / "predictions.db").exists(),
+                "the prediction log under the home",
+            )
+    finally:
+        process.terminate()
+        process.wait(timeout=WAIT_S)
