@@ -309,7 +309,11 @@ def grid_sql(contract: FeatureContract, present: set[str], *, lower_us: int) -> 
     aggregates: dict[str, str] = {}
     for source, feats in _window_features(contract, present).items():
         src = _q("src_" + source)
-        recent = f"ts_us >= {lower_us} AND ts_us <= (SELECT max({KEY_TS}) FROM {TARGETS})"
+        # Only the targets' customers and times: an incremental build touches a few customers.
+        recent = (
+            f"ts_us >= {lower_us} AND ts_us <= (SELECT max({KEY_TS}) FROM {TARGETS}) "
+            f"AND {key} IN (SELECT {key} FROM {TARGETS})"
+        )
         cols = []
         for f in feats:
             if f.aggregation == "count_distinct_days":
