@@ -6,6 +6,9 @@ need them, so `churnops --help` stays fast.
 
 from __future__ import annotations
 
+import logging
+import warnings
+
 import typer
 
 from churnops.commands import data, demo, features, ingest, monitoring, serving, training
@@ -24,6 +27,12 @@ app = typer.Typer(
 @app.callback()
 def main() -> None:
     """churnops: every command takes --home (env CHURNOPS_HOME) to choose the workspace."""
+    # Our output is the Rich tables; the libraries' deprecation chatter and INFO logs are noise to a
+    # user (they remain visible under pytest, where they matter).
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    for name in ("mlflow", "alembic", "feast", "evidently", "ibis"):
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 for module in (data, ingest, features, training, monitoring, serving, demo):

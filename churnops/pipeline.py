@@ -54,8 +54,117 @@ def step_generate(ws: Workspace, opts: DemoOptions) -> str:
     return f"{rows} → {ws.landing}"
 
 
+def step_ingest(ws: Workspace, opts: DemoOptions) -> str:
+    from ingestion.ingest import ingest
+
+    report = ingest(
+        landing_dir=ws.landing, lake_dir=ws.lake, quarantine_dir=ws.quarantine, log_db=ws.ingestion_log
+    )
+    if not report.ok:
+        failed = "; ".join(f"{b.source}: {b.message}" for b in report.failed)
+        raise RuntimeError(f"ingestion failed a batch-level contract rule ({failed})")
+    sources = sorted({b.source for b in report.batches})
+    totals = {name: report.totals(name) for name in sources}
+    accepted = sum(t["accepted"] for t in totals.values())
+    quarantined = sum(t["quarantined"] for t in totals.values())
+    return f"{accepted:,} rows accepted, {quarantined:,} quarantined → {ws.lake}"
+
+
+def step_features(ws: Workspace, opts: DemoOptions) -> str:
+    from contracts.feature_contract import load_feature_contract
+    from features.build import build_features
+
+    report = build_features(lake_dir=ws.lake, features_dir=ws.features, contract=load_feature_contract())
+    return (
+        f"{report.snapshots_computed:,} snapshots for {report.customers:,} customers "
+        f"up to {report.until:%Y-%m-%d %H:%M} UTC → {ws.features}"
+    )
+
+
+def step_apply(ws: Workspace, opts: DemoOptions) -> str:
+    from features.store import apply, open_store
+
+    store = open_store(home=ws.home)
+    apply(store)
+    return f"Feast project {store.project!r} applied (registry and online store under {ws.feast})"
+
+
+def step_materialize(ws: Workspace, opts: DemoOptions) -> str:
+    from contracts.feature_contract import load_feature_contract
+    from features.materialize import materialize
+    from features.store import open_store
+
+    report = materialize(
+        store=open_store(home=ws.home),
+        lake_dir=ws.lake,
+        features_dir=ws.features,
+        contract=load_feature_contract(),
+    )
+    return (
+        f"{report.customers:,} customers loaded online as of {report.at:%Y-%m-%d %H:%M:%S} UTC "
+        f"in {report.online_seconds:.1f} s"
+    )
+
+
+def step_parity(ws: Workspace, opts: DemoOptions) -> str:
+    from contracts.feature_contract import load_feature_contract
+    from features.materialize import refresh_time
+    from features.parity import check_parity
+    from features.store import open_store
+
+    contract = load_feature_contract()
+    report = check_parity(
+        store=open_store(home=ws.home),
+        at=refresh_time(None),
+        sample=contract.parity.sample_size,
+        tolerance=contract.parity.tolerance,
+        seed=opts.seed,
+        features_dir=ws.features,
+        contract=contract,
+    )
+    if not report.passed:
+        raise RuntimeError(f"online and offline features disagree for {report.mismatches} values")
+    return f"{report.sampled} customers: online = offline within {report.tolerance:.0%}"
+
+
+def step_train(ws: Workspace, opts: DemoOptions) -> str:
+    from features.store import open_store
+    from training.train import train
+
+    result = train(
+        store=open_store(home=ws.home),
+        lake_dir=ws.lake,
+        tracking_uri=ws.tracking_uri,
+        artifact_location=str(ws.artifacts),
+        seed=opts.seed,
+    )
+    test = result.metrics[result.chosen]["test"]
+    return (
+        f"{result.model_name} v{result.model_version} @challenger ({result.chosen}: "
+        f"test ROC AUC {test['roc_auc']:.3f}, PR AUC {test['pr_auc']:.3f})"
+    )
+
+
+def step_promote(ws: Workspace, opts: DemoOptions) -> str:
+    from churnops.commands.monitoring import run_gate
+
+    run = run_gate(ws)
+    decision = run.decision
+    if decision.decision not in ("promoted", "unchanged"):
+        reasons = "; ".join(f"{c.name}: {c.detail}" for c in decision.failures)
+        raise RuntimeError(f"the promotion gate refused the challenger: {reasons}")
+    return f"gate: {decision.decision} (audit #{run.audit_id}); drift {run.drift.result.status}"
+
+
 STEPS: list[Step] = [
     Step("generate synthetic sources", step_generate),
+    Step("ingest against the contracts", step_ingest),
+    Step("build point-in-time features", step_features),
+    Step("apply Feast definitions", step_apply),
+    Step("materialize to the online store", step_materialize),
+    Step("check online/offline parity", step_parity),
+    Step("train and register a challenger", step_train),
+    Step("run the promotion gate", step_promote),
 ]
 
 

@@ -22,6 +22,7 @@ QUIET_ENV = {
     "DO_NOT_TRACK": "true",
     "FEAST_USAGE": "False",
     "EVIDENTLY_DISABLE_TELEMETRY": "1",
+    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
 }
 
 

@@ -131,12 +131,18 @@ class DataQuality(_Strict):
     freshness_max: Duration
 
 
+class DriftExclusion(_Strict):
+    feature: str
+    reason: str = Field(min_length=1)
+
+
 class Drift(_Strict):
     method: Literal["psi"]
     warn: float = Field(gt=0)
     block: float = Field(gt=0)
     baseline: str
     features: Literal["all"] | list[str]
+    exclude: list[DriftExclusion] = []
 
     @model_validator(mode="after")
     def _ordered(self) -> Drift:
@@ -209,6 +215,9 @@ class FeatureContract(_Strict):
                 raise ValueError(
                     f"feature {feature.name!r}: source {feature.source!r} is not listed under sources"
                 )
+        excluded = [x.feature for x in self.drift.exclude if x.feature not in names]
+        if excluded:
+            raise ValueError(f"drift.exclude names unknown features {excluded}")
         if self.time.ttl < self.time.grain:
             raise ValueError("time.ttl must be at least one grain, or rows between boundaries get defaults")
         return self

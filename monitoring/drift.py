@@ -146,7 +146,7 @@ class DriftRun:
 
 
 def monitored_features(*, contract: FeatureContract) -> tuple[list[str], list[str]]:
-    """The features the contract's `drift.features` selects, split by kind.
+    """The features the contract's `drift.features` selects, less `drift.exclude`, split by kind.
 
     Args:
         contract: The feature contract.
@@ -159,6 +159,8 @@ def monitored_features(*, contract: FeatureContract) -> tuple[list[str], list[st
     unknown = [n for n in names if n not in contract.feature_names]
     if unknown:
         raise DriftInputError(f"drift.features lists {unknown}, which the contract does not define")
+    excluded = {x.feature for x in contract.drift.exclude}
+    names = [n for n in names if n not in excluded]
     numeric = [n for n in names if n in contract.numeric_features]
     categorical = [n for n in names if n in contract.categorical_features]
     return numeric, categorical

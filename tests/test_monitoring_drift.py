@@ -113,7 +113,9 @@ def test_unchanged_sample_passes(contract, reference) -> None:
     run = compute_drift(reference=reference, current=current, contract=contract)
     assert run.result.status == "ok"
     assert set(statuses(run).values()) == {"ok"}
-    assert [f.feature for f in run.result.features] == contract.feature_names
+    excluded = {x.feature for x in contract.drift.exclude}
+    monitored = [n for n in contract.feature_names if n not in excluded]
+    assert [f.feature for f in run.result.features] == monitored
     assert run.result.reference_rows == ROWS and run.result.current_rows == ROWS
     assert_matches_formula(run, reference, current, contract)
 
@@ -161,13 +163,23 @@ def test_new_category_uses_the_empty_bin_floor(contract) -> None:
 
 def test_nulls_are_dropped_before_binning(contract, reference) -> None:
     current = feature_frame(ROWS, seed=2)
-    current.loc[: ROWS // 2, "tenure_days"] = np.nan
+    current.loc[: ROWS // 2, "seat_count"] = np.nan
     run = compute_drift(reference=reference, current=current, contract=contract)
-    tenure = next(f for f in run.result.features if f.feature == "tenure_days")
-    assert tenure.current_values == int(current["tenure_days"].notna().sum())
-    assert tenure.psi == pytest.approx(
-        independent_psi(reference["tenure_days"], current["tenure_days"], numeric=True), rel=1e-9
+    seats = next(f for f in run.result.features if f.feature == "seat_count")
+    assert seats.current_values == int(current["seat_count"].notna().sum())
+    assert seats.psi == pytest.approx(
+        independent_psi(reference["seat_count"], current["seat_count"], numeric=True), rel=1e-9
     )
+
+
+def test_excluded_features_are_not_monitored(contract, reference) -> None:
+    # The contract excludes tenure_days (it grows with the calendar): even a huge shift is ignored.
+    assert [x.feature for x in contract.drift.exclude] == ["tenure_days"]
+    current = reference.copy()
+    current["tenure_days"] = current["tenure_days"] + 10_000
+    run = compute_drift(reference=reference, current=current, contract=contract)
+    assert "tenure_days" not in {f.feature for f in run.result.features}
+    assert run.result.status == "ok"
 
 
 def test_bad_input_is_named(contract, reference) -> None:
