@@ -303,9 +303,9 @@ def build_features(
             key = f'"{layout.key}"'
             late = _count_late(con, present=present, marks=state["watermarks"], covered_us=previous)
             targets = con.execute(
-                f"SELECT k.{key}, k.{KEY_TS} FROM all_keys k WHERE k.{KEY_TS} > {previous} "
-                f"OR EXISTS (SELECT 1 FROM late_ranges r WHERE r.{key} = k.{key} "
-                f"AND k.{KEY_TS} >= r.start_us AND k.{KEY_TS} < r.end_us)"
+                f"SELECT {key}, {KEY_TS} FROM all_keys WHERE {KEY_TS} > {previous} UNION "
+                f"SELECT k.{key}, k.{KEY_TS} FROM all_keys k JOIN late_ranges r ON r.{key} = k.{key} "
+                f"AND k.{KEY_TS} >= r.start_us AND k.{KEY_TS} < r.end_us"
             ).to_arrow_table()
         computed = compute.compute(con, contract=contract, present=present, targets=targets)
     rows = to_rows(computed, contract, created_us)
