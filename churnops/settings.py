@@ -8,8 +8,10 @@ resolves a `Workspace` and passes explicit paths down (wiring apart from logic).
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from churnops.config import FEATURE_STORE_YAML_ENV, Backends
 
 HOME_ENV = "CHURNOPS_HOME"
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -28,13 +30,16 @@ QUIET_ENV = {
 
 @dataclass(frozen=True)
 class Workspace:
-    """All paths of one churnops home.
+    """All paths of one churnops home, and the backends it uses.
 
     Attributes:
         home: The root folder; everything below is derived from it.
+        backends: Production backends replacing the home's embedded stores (see
+            `churnops.config`); `open_workspace` reads them from the environment.
     """
 
     home: Path
+    backends: Backends = field(default_factory=Backends)
 
     @property
     def data(self) -> Path:
@@ -70,11 +75,24 @@ class Workspace:
 
     @property
     def tracking_uri(self) -> str:
-        return f"sqlite:///{self.mlruns / 'mlflow.db'}"
+        return self.backends.tracking_uri or f"sqlite:///{self.mlruns / 'mlflow.db'}"
+
+    @property
+    def tracking_db(self) -> Path | None:
+        """The SQLite file of the tracking store, or None when it is a server (PostgreSQL, ...)."""
+        uri = self.tracking_uri
+        if not uri.startswith("sqlite:///"):
+            return None
+        return Path(uri.removeprefix("sqlite:///"))
 
     @property
     def artifacts(self) -> Path:
-        return self.mlruns / "artifacts"
+        return self.backends.artifact_root or self.mlruns / "artifacts"
+
+    @property
+    def feature_store_yaml(self) -> Path:
+        """The `feature_store.yaml` that `features.store.open_store` opens for this workspace."""
+        return self.backends.feature_store_yaml or FEATURE_REPO / "feature_store.yaml"
 
     @property
     def reports(self) -> Path:
@@ -105,16 +123,23 @@ def resolve_home(home: Path | None = None) -> Path:
 
 
 def open_workspace(home: Path | None = None) -> Workspace:
-    """Resolve the home, export it for Feast's `feature_store.yaml`, and silence telemetry.
+    """Resolve the home and the backends, export them for Feast, and silence telemetry.
 
     Args:
         home: A folder given on the command line, or None for the default.
 
     Returns:
-        The workspace rooted at the resolved home.
+        The workspace rooted at the resolved home, with the backends the environment names.
+
+    Raises:
+        churnops.config.ConfigError: When a backend variable (`CHURNOPS_TRACKING_URI`,
+            `CHURNOPS_ARTIFACT_ROOT`, `CHURNOPS_FEATURE_STORE_YAML`) is unusable.
     """
-    ws = Workspace(resolve_home(home))
+    ws = Workspace(resolve_home(home), backends=Backends.from_env())
     os.environ[HOME_ENV] = str(ws.home)
+    if ws.backends.feature_store_yaml is not None:
+        # Absolute from here on, so `open_store` finds the same file whatever the cwd becomes.
+        os.environ[FEATURE_STORE_YAML_ENV] = str(ws.backends.feature_store_yaml)
     for key, value in QUIET_ENV.items():
         os.environ.setdefault(key, value)
     return ws

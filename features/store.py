@@ -1,10 +1,19 @@
-"""Open the Feast store of a churnops home, and apply the definitions (what `feast apply` does)."""
+"""Open the Feast store of a churnops home, and apply the definitions (what `feast apply` does).
+
+The store's backends come from a `feature_store.yaml`: the repository's embedded default, or
+the file `$CHURNOPS_FEATURE_STORE_YAML` names (e.g. `feature_repo/examples/`'s PostgreSQL
+registry + Redis online store). The definitions are the same whatever the file.
+"""
 
 from __future__ import annotations
 
 import os
+import re
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+import yaml
 
 from features.definitions import HOME_ENV, repo_definitions
 from features.naming import FEAST_SUBDIR
@@ -13,24 +22,93 @@ if TYPE_CHECKING:
     from feast import FeatureStore
 
 FEATURE_REPO = Path(__file__).resolve().parents[1] / "feature_repo"
+DEFAULT_FEATURE_STORE_YAML = FEATURE_REPO / "feature_store.yaml"
+FEATURE_STORE_YAML_ENV = "CHURNOPS_FEATURE_STORE_YAML"
+
+# What os.path.expandvars (Feast's expansion) replaces: $NAME and ${NAME}.
+_VARIABLE = re.compile(r"\$(?:\{(\w+)\}|(\w+))")
 
 
-def open_store(*, home: Path) -> FeatureStore:
-    """The Feast store of a home: `feature_repo/` with its paths under `home`.
+def feature_store_yaml(fs_yaml: Path | None = None) -> Path:
+    """The `feature_store.yaml` to open: `fs_yaml`, else `$CHURNOPS_FEATURE_STORE_YAML`, else the default.
+
+    Args:
+        fs_yaml: An explicit file, or None.
+
+    Returns:
+        The absolute path of an existing file.
+
+    Raises:
+        FileNotFoundError: When the chosen file does not exist.
+    """
+    chosen = fs_yaml or os.environ.get(FEATURE_STORE_YAML_ENV, "").strip() or DEFAULT_FEATURE_STORE_YAML
+    path = Path(chosen).expanduser().resolve()
+    if not path.is_file():
+        origin = "fs_yaml" if fs_yaml else FEATURE_STORE_YAML_ENV
+        raise FileNotFoundError(
+            f"{origin} names {path}, which is not a file: point it at a feature_store.yaml"
+        )
+    return path
+
+
+def _strings(node: Any) -> Iterator[str]:
+    if isinstance(node, str):
+        yield node
+    elif isinstance(node, dict):
+        for key, value in node.items():
+            yield from _strings(key)
+            yield from _strings(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _strings(value)
+
+
+def unset_variables(path: Path) -> list[str]:
+    """The environment variables a `feature_store.yaml` uses (outside comments) that are not set.
+
+    Feast expands variables with `os.path.expandvars`, which leaves an unset one as literal
+    text: the result is a connection error about a host called `${FEAST_PG_HOST}`.
+
+    Args:
+        path: The file.
+
+    Returns:
+        The unset names, sorted.
+    """
+    parsed = yaml.safe_load(path.read_text(encoding="utf-8"))
+    names = {a or b for text in _strings(parsed) for a, b in _VARIABLE.findall(text)}
+    return sorted(name for name in names if name not in os.environ)
+
+
+def open_store(*, home: Path, fs_yaml: Path | None = None) -> FeatureStore:
+    """The Feast store of a home: `feature_repo/`'s definitions with their paths under `home`.
 
     Args:
         home: The churnops home; exported as CHURNOPS_HOME, which `feature_store.yaml` and the
             repository's source path read.
+        fs_yaml: The `feature_store.yaml` selecting the backends (default:
+            `$CHURNOPS_FEATURE_STORE_YAML`, else `feature_repo/feature_store.yaml`).
 
     Returns:
         The store.
+
+    Raises:
+        FileNotFoundError: When the configuration file does not exist.
+        ValueError: When it uses environment variables that are not set.
     """
     home = Path(home).expanduser().resolve()
     os.environ[HOME_ENV] = str(home)
     home.joinpath(*FEAST_SUBDIR).mkdir(parents=True, exist_ok=True)
+    path = feature_store_yaml(fs_yaml)
+    missing = unset_variables(path)
+    if missing:
+        raise ValueError(
+            f"{path} uses environment variables that are not set: {', '.join(missing)}; export them "
+            "(the file's comments say what each one is)"
+        )
     from feast import FeatureStore
 
-    return FeatureStore(repo_path=str(FEATURE_REPO))
+    return FeatureStore(repo_path=str(FEATURE_REPO), fs_yaml_file=path)
 
 
 def apply(store: FeatureStore) -> None:

@@ -16,11 +16,15 @@ from pathlib import Path
 import pytest
 from test_features_lake import CONTRACT, START, random_records, write_lake
 
-from features.store import FEATURE_REPO
+from features.store import FEATURE_REPO, unset_variables
 
 EXAMPLES = sorted((FEATURE_REPO / "examples").glob("*.yaml"))
 MODULES = {
     "feature_store.local-redis.yaml": ["feast.infra.online_stores.redis"],
+    "feature_store.postgres-redis.yaml": [
+        "feast.infra.online_stores.redis",
+        "psycopg",
+    ],
     "feature_store.production.yaml": [
         "feast.infra.online_stores.redis",
         "feast.infra.offline_stores.contrib.postgres_offline_store.postgres",
@@ -36,6 +40,8 @@ ENV = {
     "FEAST_PG_HOST": "db.internal",
     "FEAST_REDIS_HOST": "redis.internal",
     "FEAST_REDIS_PASSWORD": "secret",
+    "FEAST_REGISTRY_DB": "feast_registry",
+    "FEAST_REDIS_DB": "4",
     "CHURNOPS_REDIS_DB": "9",
 }
 
@@ -64,6 +70,7 @@ def test_the_example_configuration_is_valid(
     monkeypatch.setenv("CHURNOPS_HOME", str(tmp_path))
     from feast.repo_config import load_repo_config
 
+    assert unset_variables(path) == []
     config = load_repo_config(FEATURE_REPO, path)
     assert config.project == "churnops"
     assert config.online_store.type == "redis"
