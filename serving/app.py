@@ -131,7 +131,8 @@ def _describe_validation(exc: RequestValidationError) -> tuple[int, str, str]:
         if e.get("type") == "missing" and where == "body":
             parts.append('the request needs a JSON body, e.g. {"customer_id": "CUST-000001"}')
         else:
-            parts.append(f"{where}: {e.get('msg')} (got {e.get('input')!r})")
+            got = repr(e.get("input"))
+            parts.append(f"{where}: {e.get('msg')} (got {got if len(got) <= 80 else got[:77] + '...'})")
     return 422, "invalid_request", "; ".join(parts)
 
 

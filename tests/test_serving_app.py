@@ -393,6 +393,17 @@ def test_bad_input_gets_a_clear_4xx(
     assert "Traceback" not in r.text
 
 
+def test_validation_errors_name_the_field_and_quote_input_briefly(service: httpx.Client) -> None:
+    r = service.post("/predict/batch", json={"customer_ids": "C" * 5000})
+    assert r.status_code == 422
+    detail = r.json()["detail"]
+    assert detail.startswith("customer_ids: Input should be a valid list (got 'CCC")
+    assert detail.endswith("...)")
+    assert len(detail) < 150
+    r = service.post("/predict", json={"customer_id": 42})
+    assert r.json()["detail"] == "customer_id: Input should be a valid string (got 42)"
+
+
 def test_oversized_batch_is_refused_with_the_limit(service: httpx.Client) -> None:
     r = service.post("/predict/batch", json={"customer_ids": [f"CUST-{i:06d}" for i in range(1001)]})
     assert r.status_code == 413

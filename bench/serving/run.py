@@ -99,7 +99,6 @@ def build_home(*, home: Path, customers: int, seed: int) -> None:
 def _register_models(*, home: Path, frame: pd.DataFrame, contract: FeatureContract, seed: int) -> None:
     import mlflow
     import mlflow.sklearn
-    import skops.io
     from mlflow import MlflowClient
     from mlflow.models import infer_signature
 
@@ -109,6 +108,7 @@ def _register_models(*, home: Path, frame: pd.DataFrame, contract: FeatureContra
         fit_calibrated,
         model_input,
     )
+    from training.tracking import trusted_types
 
     x = model_input(frame=frame, contract=contract)
     rng = np.random.default_rng(seed + 1)
@@ -139,8 +139,7 @@ def _register_models(*, home: Path, frame: pd.DataFrame, contract: FeatureContra
                 signature=infer_signature(x.head(100), model.predict_proba(x.head(100))[:, 1]),
                 registered_model_name=MODEL,
                 pip_requirements=["scikit-learn"],
-                # The bench's own model: trust every type it holds.
-                skops_trusted_types=skops.io.get_untrusted_types(data=skops.io.dumps(model)),
+                skops_trusted_types=trusted_types(model),
             )
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     client.set_registered_model_alias(MODEL, "champion", "1")
