@@ -32,13 +32,13 @@ class Logged:
 
 @pytest.fixture(scope="module")
 def logged(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    server = postgres()
     import mlflow
     from mlflow import MlflowClient
     from sklearn.linear_model import LogisticRegression
 
     from training.tracking import ensure_experiment, model_requirements, trusted_types
 
-    server = postgres()
     root = tmp_path_factory.mktemp("mlflow-pg")
     with pytest.MonkeyPatch.context() as mp, scratch_database(server, "mlflow") as database:
         mp.delenv(FEATURE_STORE_YAML_ENV, raising=False)
