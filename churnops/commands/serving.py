@@ -80,15 +80,17 @@ def serve(
                 "`churnops keys create CONSUMER` first"
             )
     from features.store import open_store
-
     from serving.app import create_app
     from serving.server import run_server
 
     try:
-        store = open_store(home=ws.home)
+        store = open_store(home=ws.home, fs_yaml=ws.feature_store_yaml)
+        store.get_feature_service(settings.feature_service)
     except Exception as exc:
         raise fail(
-            f"cannot open the Feast feature store under {ws.feast}: {exc}. Run `churnops materialize` first."
+            f"cannot read feature service {settings.feature_service!r} from the Feast store "
+            f"({ws.feature_store_yaml}): {exc}. Run `churnops features apply` and `churnops materialize` "
+            "first."
         ) from exc
     app = create_app(store=store, tracking_uri=ws.tracking_uri, settings=settings, contract=contract)
     console.print(
