@@ -2,18 +2,18 @@
 
 These need Feast extras the embedded default does not install (`feast[redis]`, `feast[postgres]`,
 `feast[spark]`); without them, or without a Redis server on 127.0.0.1:6379, the tests skip and say
-why. They never hang: the Redis probe has a half-second timeout.
+why. They never hang: the Redis probe has a one-second timeout. The hybrid PostgreSQL + Redis
+configuration runs for real in `test_backends_feast.py` and `test_backends_pipeline.py`.
 """
 
 from __future__ import annotations
 
 import importlib
-import shutil
-import socket
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from test_backends_helpers import project_keys, redis_database
 from test_features_lake import CONTRACT, START, random_records, write_lake
 
 from features.store import FEATURE_REPO, unset_variables
@@ -77,44 +77,29 @@ def test_the_example_configuration_is_valid(
     assert config.entity_key_serialization_version == 3
 
 
-def _redis_up() -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", 6379), timeout=0.5):
-            return True
-    except OSError:
-        return False
-
-
 def test_materialize_into_the_local_redis(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     _require(["redis", "feast.infra.online_stores.redis"])
-    if not _redis_up():
-        pytest.skip("no Redis server answers on 127.0.0.1:6379")
-    from feast import FeatureStore
-
     from features.materialize import materialize
     from features.online import read_online
     from features.store import apply, open_store
     from features.table import read_table
 
-    home = tmp_path / "home"
-    frames = random_records(customers=20, days=15, seed=8)
-    write_lake(home / "data" / "lake", frames)
-    open_store(home=home)  # exports CHURNOPS_HOME for the definitions and the YAML
-    monkeypatch.setenv("CHURNOPS_REDIS_DB", ENV["CHURNOPS_REDIS_DB"])
-    repo = tmp_path / "repo"
-    shutil.copytree(FEATURE_REPO, repo, ignore=shutil.ignore_patterns("examples", "__pycache__"))
-    shutil.copy(FEATURE_REPO / "examples" / "feature_store.local-redis.yaml", repo / "feature_store.yaml")
-    store = FeatureStore(repo_path=str(repo))
-    apply(store)
-    report = materialize(
-        store=store,
-        lake_dir=home / "data" / "lake",
-        features_dir=home / "data" / "features",
-        contract=CONTRACT,
-        at=START + timedelta(days=15, hours=3),
-    )
-    offline = read_table(features_dir=home / "data" / "features", start=report.at, end=report.at)
-    online = read_online(store=store, customer_ids=offline["customer_id"].tolist())
+    with redis_database(int(ENV["CHURNOPS_REDIS_DB"])) as redis:
+        home = tmp_path / "home"
+        write_lake(home / "data" / "lake", random_records(customers=20, days=15, seed=8))
+        monkeypatch.setenv("CHURNOPS_REDIS_DB", ENV["CHURNOPS_REDIS_DB"])
+        store = open_store(home=home, fs_yaml=FEATURE_REPO / "examples" / "feature_store.local-redis.yaml")
+        apply(store)
+        report = materialize(
+            store=store,
+            lake_dir=home / "data" / "lake",
+            features_dir=home / "data" / "features",
+            contract=CONTRACT,
+            at=START + timedelta(days=15, hours=3),
+        )
+        offline = read_table(features_dir=home / "data" / "features", start=report.at, end=report.at)
+        online = read_online(store=store, customer_ids=offline["customer_id"].tolist())
+        assert len(project_keys(redis)) == len(offline) == report.customers
     assert (online["snapshot_ts"] == report.at).all()
     for name in CONTRACT.feature_names:
         assert online[name].tolist() == offline[name].tolist(), name
