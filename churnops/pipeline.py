@@ -86,7 +86,7 @@ def step_apply(ws: Workspace, opts: DemoOptions) -> str:
 
     store = open_store(home=ws.home)
     apply(store)
-    return f"Feast project {store.project!r} applied (registry and online store under {ws.feast})"
+    return f"Feast project {store.project!r} applied ({ws.feature_store_yaml})"
 
 
 def step_materialize(ws: Workspace, opts: DemoOptions) -> str:

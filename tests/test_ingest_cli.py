@@ -10,6 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from churnops.cli import app
+from churnops.commands.common import console, err_console
 from contracts.source_contract import load_source_contract
 
 CUSTOMER_COLUMNS = load_source_contract("customers").column_names
@@ -25,8 +26,16 @@ def _landing(home: Path) -> Path:
 
 
 def _run(*args: str) -> tuple[int, str]:
-    # Wide enough that Rich never wraps a path in the middle.
-    result = CliRunner().invoke(app, list(args), env={"COLUMNS": "400"})
+    # Wide enough that Rich never wraps a path or a header in the middle. The consoles are created
+    # once per process, so their width is pinned here rather than through $COLUMNS.
+    saved = [(c, c._width) for c in (console, err_console)]
+    for c, _ in saved:
+        c.width = 400
+    try:
+        result = CliRunner().invoke(app, list(args), env={"COLUMNS": "400"})
+    finally:
+        for c, width in saved:
+            c._width = width
     return result.exit_code, result.output
 
 

@@ -33,7 +33,12 @@ def workspace(home: Path | None) -> Workspace:
     Returns:
         The resolved workspace, with the environment prepared for Feast and MLflow.
     """
-    return open_workspace(home)
+    from churnops.config import ConfigError
+
+    try:
+        return open_workspace(home)
+    except ConfigError as exc:
+        raise fail(str(exc), code=2) from exc
 
 
 def fail(message: str, *, code: int = 1) -> typer.Exit:

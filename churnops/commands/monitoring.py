@@ -101,8 +101,8 @@ def mlflow_client(ws: Workspace) -> Any:
     Raises:
         InputProblem: When the workspace has no MLflow store yet.
     """
-    db = ws.mlruns / "mlflow.db"
-    if not db.is_file():
+    db = ws.tracking_db
+    if db is not None and not db.is_file():
         raise InputProblem(f"no MLflow store at {db}: train a model first (churnops train)")
     from mlflow import MlflowClient
 
@@ -457,7 +457,7 @@ def quality(
         train, train_label = None, None
         if training_set is not None:
             train, train_label = read_frame(training_set), str(training_set)
-        elif (ws.mlruns / "mlflow.db").is_file():
+        elif ws.tracking_db is None or ws.tracking_db.is_file():
             try:
                 train, train_label = challenger_dataset(ws, "datasets/train.parquet")
             except GateError as exc:
