@@ -123,8 +123,31 @@ def connect() -> duckdb.DuckDBPyConnection:
     return con
 
 
+def lookbacks(contract: FeatureContract) -> dict[str, int | None]:
+    """How long before a snapshot each source's records can still change it, in microseconds.
+
+    A source read only by windowed features (counts, sums, `days_since_last`) matters for its
+    widest window; the entity source and any source with an `as_of` feature (the latest record,
+    however old) need their whole history (None).
+
+    Args:
+        contract: The feature contract.
+
+    Returns:
+        Per source the contract reads: its lookback, or None for all of its history.
+    """
+    layout = Layout.of(contract)
+    widest = source_windows(contract)
+    whole = {layout.entity_source} | {f.source for f in contract.features if f.aggregation == "as_of"}
+    return {name: None if name in whole else widest.get(name) for name in layout.timestamps}
+
+
 def register_sources(
-    con: duckdb.DuckDBPyConnection, *, lake_dir: Path, contract: FeatureContract
+    con: duckdb.DuckDBPyConnection,
+    *,
+    lake_dir: Path,
+    contract: FeatureContract,
+    snapshots_from_us: int | None = None,
 ) -> set[str]:
     """Load every lake source the contract reads into a temporary table, with the event time as `ts_us`.
 
@@ -135,12 +158,19 @@ def register_sources(
         con: The connection.
         lake_dir: The lake's root folder.
         contract: The feature contract.
+        snapshots_from_us: When given, only snapshots at or after this time will be computed
+            (a refresh): a source with a bounded lookback (`lookbacks`) yields only the records
+            that can reach one (event time at or after this time minus the lookback), a filter
+            DuckDB pushes into the Parquet scan so older day partitions are skipped; and each
+            source is a view instead of a table, because a refresh's plan scans a source only
+            once or twice and a view reads just the columns the plan uses.
 
     Returns:
         The sources that have at least one partition; a source without partitions has no view
         and its features take their defaults.
     """
     layout = Layout.of(contract)
+    reach = lookbacks(contract)
     present: set[str] = set()
     for name, ts_col in layout.timestamps.items():
         if not list_partitions(lake_dir, name):
@@ -149,12 +179,20 @@ def register_sources(
         glob = source_glob(lake_dir, name).replace("'", "''")
         # A DATE column casts to midnight without a zone; a TIMESTAMPTZ is read in UTC.
         ts = f"epoch_us(CAST({_q(ts_col)} AS TIMESTAMP))"
-        # Read once into a temporary table: the plans reference a source several times, and
-        # re-reading hundreds of partition files per reference doubles the build time.
+        lookback = reach.get(name)
+        where = (
+            f"WHERE {_q(ts_col)} >= make_timestamptz({snapshots_from_us - lookback})"
+            if snapshots_from_us is not None and lookback is not None
+            else ""
+        )
+        # A build reads each source once into a temporary table: the grid plan references a
+        # source several times, and re-reading hundreds of partition files per reference
+        # doubles the build time.
+        kind = "TABLE" if snapshots_from_us is None else "VIEW"
         con.execute(
-            f"CREATE OR REPLACE TEMP TABLE {_q('src_' + name)} AS "
+            f"CREATE OR REPLACE TEMP {kind} {_q('src_' + name)} AS "
             f"SELECT *, {ts} AS ts_us, epoch_us(ingested_at) AS ingested_us "
-            f"FROM read_parquet('{glob}', union_by_name = true, hive_partitioning = false)"
+            f"FROM read_parquet('{glob}', union_by_name = true, hive_partitioning = false) {where}"
         )
     if layout.entity_source in present:
         g = layout.grain_us

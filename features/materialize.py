@@ -79,7 +79,7 @@ def snapshot_rows_at(
         return pa.Table.from_pandas(frame, schema=table.table_schema(contract), preserve_index=False)
     created_us = to_us(datetime.now(tz=UTC))
     with compute.connect() as con:
-        present = compute.register_sources(con, lake_dir=lake_dir, contract=contract)
+        present = compute.register_sources(con, lake_dir=lake_dir, contract=contract, snapshots_from_us=at_us)
         targets = con.execute(
             f'SELECT "{layout.key}", CAST({at_us} AS BIGINT) AS {KEY_TS} FROM entity '
             f"WHERE first_us <= {at_us}"

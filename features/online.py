@@ -248,10 +248,20 @@ def write_online(*, store: FeatureStore, view: FeatureView, rows: pa.Table, repl
         The number of customers written.
 
     Raises:
+        ValueError: When a customer appears in more than one row.
         RuntimeError: When the SQLite online table does not exist (run `churnops features apply`).
     """
     if rows.num_rows == 0 and not replace:
         return 0
+    key = view.entity_columns[0].name if view.entity_columns else None
+    if key is not None and key in rows.column_names:
+        counts = pc.value_counts(rows.column(key)).flatten()
+        repeated = pc.filter(counts[0], pc.greater(counts[1], 1))
+        if len(repeated):
+            raise ValueError(
+                f"the rows for the online store hold {len(repeated)} {key} value(s) more than once "
+                f"(first: {repeated[0].as_py()!r}); pass one row per {key} (its latest snapshot)"
+            )
     if not _feast_layout(store, view):
         for offset in range(0, rows.num_rows, FEAST_CHUNK_ROWS):
             store.write_to_online_store(view.name, rows.slice(offset, FEAST_CHUNK_ROWS).to_pandas())
