@@ -303,10 +303,14 @@ def exact_sql(contract: FeatureContract, present: set[str]) -> str:
                 cols.append(f"count(*) FILTER (WHERE {inside}) AS {name}")
             elif f.aggregation == "count_distinct_days":
                 cols.append(f"count(DISTINCT r.ts_us // {DAY_US}) FILTER (WHERE {inside}) AS {name}")
-            elif f.aggregation == "sum":
-                cols.append(f"sum(r.{_q(f.column or '')}) FILTER (WHERE {inside}) AS {name}")
             else:
-                cols.append(f"avg(r.{_q(f.column or '')}) FILTER (WHERE {inside}) AS {name}")
+                # A float sum's last bits depend on the order of its terms, and DuckDB's parallel
+                # scans vary it: summing in (time, value) order makes every recomputation of a
+                # snapshot (a refresh, the next build) return the same bits, so the offline
+                # table and the online store keep agreeing exactly.
+                column = f"r.{_q(f.column or '')}"
+                agg = "sum" if f.aggregation == "sum" else "avg"
+                cols.append(f"{agg}({column} ORDER BY r.ts_us, {column}) FILTER (WHERE {inside}) AS {name}")
             aggregates[f.name] = f"{_q('w_' + source)}.{name}"
         cte = _q("w_" + source)
         ctes.append(
