@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
-import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -32,6 +30,7 @@ import pyarrow.compute as pc
 from contracts.feature_contract import FeatureContract
 from features import compute, table
 from features.compute import KEY_TS, Layout
+from ingestion.atomic import write_atomic
 
 STATE_FILE = "_build_state.json"
 _INFINITY_US = 2**62
@@ -106,14 +105,8 @@ def _read_state(features_dir: Path, contract: FeatureContract) -> dict | None:
 
 
 def _write_state(features_dir: Path, contract: FeatureContract, state: dict) -> None:
-    path = _state_path(features_dir, contract)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        tmp.write_text(json.dumps(state, indent=2, sort_keys=True), encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    body = json.dumps(state, indent=2, sort_keys=True)
+    write_atomic(_state_path(features_dir, contract), lambda tmp: tmp.write_text(body, encoding="utf-8"))
 
 
 def _watermarks(con: duckdb.DuckDBPyConnection, present: set[str]) -> dict[str, int]:

@@ -7,9 +7,7 @@ snapshots taken during that day; it is always rewritten whole and swapped in wit
 
 from __future__ import annotations
 
-import os
 import shutil
-import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -19,6 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from contracts.feature_contract import DEFAULT_FEATURE_CONTRACT, FeatureContract, load_feature_contract
+from ingestion.atomic import write_atomic
 
 PARTITION_PREFIX = "date="
 PARTITION_FILE = "data.parquet"
@@ -98,15 +97,8 @@ def write_partition(features_dir: Path, contract: FeatureContract, day: str, tab
     Returns:
         The partition file.
     """
-    path = partition_path(features_dir, contract, day)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        pq.write_table(table.cast(table_schema(contract)), tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    typed = table.cast(table_schema(contract))
+    return write_atomic(partition_path(features_dir, contract, day), lambda tmp: pq.write_table(typed, tmp))
 
 
 def drop_table(features_dir: Path, contract: FeatureContract) -> None:

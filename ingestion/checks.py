@@ -17,8 +17,6 @@ loaded on day one is old by definition; from the first live batch on, it is enfo
 from __future__ import annotations
 
 import json
-import os
-import uuid
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -35,6 +33,7 @@ from contracts.source_contract import (
     UniqueCheck,
     load_source_contracts,
 )
+from ingestion.atomic import write_atomic
 from ingestion.lake import list_partitions, source_dir, source_glob
 
 LOAD_STATE_FILE = "_load_state.json"
@@ -347,15 +346,9 @@ def write_load_state(lake_dir: Path, source: str, *, mode: Literal["live", "back
         mode: `live` or `backfill`.
         batch: The batch id.
     """
-    folder = source_dir(lake_dir, source)
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / LOAD_STATE_FILE
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        tmp.write_text(json.dumps({"mode": mode, "batch": batch}) + "\n", encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    body = json.dumps({"mode": mode, "batch": batch}) + "\n"
+    path = source_dir(lake_dir, source) / LOAD_STATE_FILE
+    write_atomic(path, lambda tmp: tmp.write_text(body, encoding="utf-8"))
 
 
 def read_load_state(lake_dir: Path, source: str) -> dict[str, str] | None:

@@ -20,9 +20,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -33,6 +30,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
+
+from ingestion.atomic import write_atomic
 
 SOURCES: tuple[str, ...] = ("customers", "usage_events", "support_tickets", "billing", "churn_labels")
 
@@ -997,22 +996,6 @@ def _broken(
 # --------------------------------------------------------------------------------------------
 
 
-def _write_atomic(path: Path, write: Callable[[Path], None]) -> None:
-    """Write through a temporary file in the same folder, then rename over `path`.
-
-    A reader therefore sees the old file or the new one, never half of one.
-    """
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def _write_csv(table: pa.Table, path: Path) -> None:
     # Arrow quotes every string and the header unless told not to; plain values keep readers'
     # type sniffing simple. Our values never hold a comma, quote or newline, but should one
@@ -1040,9 +1023,9 @@ def write_source(source: str, table: pa.Table, path: Path, fmt: str) -> None:
     """
     if fmt == "csv":
         text = to_csv_table(source, table)
-        _write_atomic(path, lambda tmp: _write_csv(text, tmp))
+        write_atomic(path, lambda tmp: _write_csv(text, tmp))
     else:
-        _write_atomic(path, lambda tmp: pq.write_table(table, tmp))
+        write_atomic(path, lambda tmp: pq.write_table(table, tmp))
 
 
 def _write_manifest(path: Path, *, seed: int, dirty_rate: float, faults: list[dict[str, object]]) -> None:
@@ -1050,7 +1033,7 @@ def _write_manifest(path: Path, *, seed: int, dirty_rate: float, faults: list[di
     head = f'{{"seed": {json.dumps(seed)}, "dirty_rate": {json.dumps(dirty_rate)}, "faults": ['
     lines = ",\n".join("  " + json.dumps(f) for f in faults)
     body = head + ("\n" + lines + "\n" if faults else "") + "]}\n"
-    _write_atomic(path, lambda tmp: tmp.write_text(body, encoding="utf-8"))
+    write_atomic(path, lambda tmp: tmp.write_text(body, encoding="utf-8"))
 
 
 # --------------------------------------------------------------------------------------------

@@ -22,9 +22,7 @@ Always: received = accepted + quarantined + duplicates.
 from __future__ import annotations
 
 import json
-import os
 import time
-import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -38,6 +36,7 @@ import pyarrow.parquet as pq
 
 from contracts.feature_contract import load_feature_contract
 from contracts.source_contract import SOURCE_NAMES, SourceContract, load_source_contracts
+from ingestion.atomic import write_atomic
 from ingestion.checks import CheckResult, duckdb_connection, run_checks, write_load_state
 from ingestion.lake import (
     list_partitions,
@@ -633,10 +632,5 @@ def _write_quarantine(path: Path, frame: pd.DataFrame) -> None:
         # A re-run that quarantines nothing must not leave an earlier run's file behind.
         path.unlink(missing_ok=True)
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    write_atomic(path, lambda tmp: pq.write_table(table, tmp))

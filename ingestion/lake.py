@@ -7,13 +7,13 @@ re-running a write with the same rows leaves the same bytes.
 
 from __future__ import annotations
 
-import os
-import uuid
 from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from ingestion.atomic import write_atomic
 
 PARTITION_PREFIX = "date="
 PARTITION_FILE = "data.parquet"
@@ -88,16 +88,8 @@ def write_partition(lake_dir: Path, source: str, day: str, frame: pd.DataFrame) 
     Returns:
         The partition file.
     """
-    path = partition_path(lake_dir, source, day)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     table = pa.Table.from_pandas(frame.reset_index(drop=True), preserve_index=False)
-    try:
-        pq.write_table(table, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return write_partition_table(lake_dir, source, day, table)
 
 
 def write_partition_table(lake_dir: Path, source: str, day: str, table: pa.Table) -> Path:
@@ -113,12 +105,4 @@ def write_partition_table(lake_dir: Path, source: str, day: str, table: pa.Table
     Returns:
         The partition file.
     """
-    path = partition_path(lake_dir, source, day)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        pq.write_table(table, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return write_atomic(partition_path(lake_dir, source, day), lambda tmp: pq.write_table(table, tmp))

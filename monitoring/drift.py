@@ -35,7 +35,7 @@ from typing import Any, Literal
 import pandas as pd
 
 from contracts.feature_contract import FeatureContract
-from monitoring._io import atomic_write
+from ingestion.atomic import write_atomic
 
 Status = Literal["ok", "warn", "block"]
 Kind = Literal["numeric", "categorical"]
@@ -288,7 +288,7 @@ def write_drift_json(*, result: DriftResult, path: Path) -> Path:
     Returns:
         The path written.
     """
-    return atomic_write(path, lambda tmp: tmp.write_text(json.dumps(result.to_dict(), indent=2) + "\n"))
+    return write_atomic(path, lambda tmp: tmp.write_text(json.dumps(result.to_dict(), indent=2) + "\n"))
 
 
 def write_drift_html(*, run: DriftRun, path: Path) -> Path:
@@ -301,7 +301,7 @@ def write_drift_html(*, run: DriftRun, path: Path) -> Path:
     Returns:
         The path written.
     """
-    return atomic_write(path, lambda tmp: run.snapshot.save_html(str(tmp)))
+    return write_atomic(path, lambda tmp: run.snapshot.save_html(str(tmp)))
 
 
 def select_active(*, latest: pd.DataFrame, customers: pd.DataFrame, join_key: str) -> pd.DataFrame:

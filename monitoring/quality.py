@@ -30,7 +30,7 @@ from typing import Any, Literal
 import pandas as pd
 
 from contracts.feature_contract import FeatureContract
-from monitoring._io import atomic_write
+from ingestion.atomic import write_atomic
 
 Outcome = Literal["pass", "fail", "flag", "skip"]
 
@@ -458,7 +458,7 @@ def write_quality_json(*, reports: list[QualityReport], path: Path) -> Path:
         The path written.
     """
     document = {"passed": all(r.passed for r in reports), "reports": [r.to_dict() for r in reports]}
-    return atomic_write(path, lambda tmp: tmp.write_text(json.dumps(document, indent=2) + "\n"))
+    return write_atomic(path, lambda tmp: tmp.write_text(json.dumps(document, indent=2) + "\n"))
 
 
 def _require(*, frame: pd.DataFrame, contract: FeatureContract, label: str, extra: list[str]) -> None:

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import secrets
-import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
+
+from ingestion.atomic import write_atomic
 
 KEY_PREFIX = "chk_"
 
@@ -85,14 +85,6 @@ def create_key(*, keys_file: Path, consumer: str, approved_consumers: list[str])
     entries.append(
         {"consumer": consumer, "sha256": hash_key(key), "created_at": datetime.now(UTC).isoformat()}
     )
-    keys_file.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=keys_file.parent, prefix=".keys-", suffix=".json")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            json.dump({"keys": entries}, out, indent=2)
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, keys_file)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    body = json.dumps({"keys": entries}, indent=2)
+    write_atomic(keys_file, lambda tmp: tmp.write_text(body, encoding="utf-8"), mode=0o600)
     return key

@@ -1,0 +1,38 @@
+"""Atomic file writes: a reader sees the old file or the new one, never half of one.
+
+Every stage writes through this one function (lake partitions, quarantine, feature table,
+reports, key files), so the write-then-rename rule lives in one place.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+
+def write_atomic(path: Path, write: Callable[[Path], object], *, mode: int | None = None) -> Path:
+    """Let `write` fill a temporary file beside `path`, then rename it into place in one step.
+
+    Args:
+        path: The final file (parent folders are created).
+        write: Writes the content to the temporary path it is given.
+        mode: Permission bits to give the file before it becomes visible (e.g. 0o600 for secrets).
+
+    Returns:
+        The final path.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        write(tmp)
+        if mode is not None:
+            os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
