@@ -5,13 +5,13 @@
 2. A training set of E entity rows: ours (Feast `get_historical_features` on the DuckDB offline
    store over the offline table) vs Feast's `file` (Dask) offline store on the same table vs the
    floor, a direct DuckDB range aggregation of the raw lake records for the same entity rows.
-3. Materialize: ours (`features.materialize.materialize`) vs Feast's `store.materialize` for the
-   same snapshot; and the online load alone for 300k customers: our bulk SQLite writer vs Feast's
-   `write_to_online_store` (its row-by-row writer) on the same rows.
+Materialize (ours vs `feast materialize`, and the online load vs Feast's writer) is measured by
+`bench/materialize_bench.py`, which writes the `## Materialize` section of the same results file;
+this script keeps that section when it rewrites the others.
 
 Usage:
     .venv/bin/python bench/features_bench.py [--customers 10000] [--days 180] [--entity-rows 1000000]
-        [--runs 3] [--online-customers 300000] [--out bench/results/features.md]
+        [--runs 3] [--out bench/results/features.md]
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import re
 import shutil
 import statistics
 import subprocess
@@ -318,42 +319,6 @@ def bench_training(home: Path, work: Path, rows: int, until: datetime, runs: int
     return out
 
 
-def bench_materialize(home: Path, at: datetime, online_customers: int, runs: int) -> dict[str, object]:
-    from features.materialize import materialize
-    from features.naming import view_name
-    from features.online import write_online
-    from features.store import open_store
-    from features.table import read_table, table_schema
-
-    store = open_store(home=home)
-    lake, features_dir = home / "data" / "lake", home / "data" / "features"
-    ours_s, report = timed(
-        lambda: materialize(store=store, lake_dir=lake, features_dir=features_dir, contract=CONTRACT, at=at),
-        runs,
-    )
-    view = store.get_feature_view(view_name(CONTRACT))
-    feast_s, _ = timed(lambda: store.materialize(start_date=at - timedelta(days=1), end_date=at), runs)
-    # The online load alone, for many customers: the same rows through both writers.
-    snapshot = read_table(features_dir=features_dir, start=report.at, end=report.at)  # type: ignore[attr-defined]
-    reps = -(-online_customers // len(snapshot))
-    big = pd.concat([snapshot] * reps, ignore_index=True).head(online_customers)
-    big["customer_id"] = [f"BENCH-{i:07d}" for i in range(len(big))]
-    rows = pa.Table.from_pandas(big, schema=table_schema(CONTRACT), preserve_index=False)
-    bulk_s, _ = timed(lambda: write_online(store=store, view=view, rows=rows, replace=True), runs)
-    t = time.perf_counter()
-    store.write_to_online_store(view.name, big)
-    feast_write_s = time.perf_counter() - t
-    return {
-        "customers": report.customers,  # type: ignore[attr-defined]
-        "ours_s": ours_s,
-        "ours_online_s": report.online_seconds,  # type: ignore[attr-defined]
-        "feast_s": feast_s,
-        "online_customers": len(big),
-        "bulk_s": bulk_s,
-        "feast_write_s": feast_write_s,
-    }
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -361,7 +326,6 @@ def main() -> None:
     parser.add_argument("--customers", type=int, default=10_000)
     parser.add_argument("--days", type=int, default=180)
     parser.add_argument("--entity-rows", type=int, default=1_000_000)
-    parser.add_argument("--online-customers", type=int, default=300_000)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "features.md")
     args = parser.parse_args()
@@ -377,16 +341,12 @@ def main() -> None:
         print("build", build, flush=True)
         training = bench_training(home, work, args.entity_rows, until, args.runs)
         print("training", training, flush=True)
-        mat = bench_materialize(
-            home, until + timedelta(hours=9, minutes=30), args.online_customers, args.runs
-        )
-        print("materialize", mat, flush=True)
-        write_results(args, sizes, build, training, mat)
+        write_results(args, sizes, build, training)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def write_results(args: argparse.Namespace, sizes: dict, build: dict, training: dict, mat: dict) -> None:
+def write_results(args: argparse.Namespace, sizes: dict, build: dict, training: dict) -> None:
     cpu = subprocess.run(
         ["sh", "-c", "lscpu | grep 'Model name' | cut -d: -f2"], capture_output=True, text=True
     )
@@ -404,7 +364,7 @@ def write_results(args: argparse.Namespace, sizes: dict, build: dict, training: 
         "shared with other engineers' jobs while measured (timings are noisy upward).",
         "",
         f"Command: `.venv/bin/python bench/features_bench.py --customers {args.customers} --days {args.days} "
-        f"--entity-rows {args.entity_rows} --online-customers {args.online_customers} --runs {args.runs}`",
+        f"--entity-rows {args.entity_rows} --runs {args.runs}`",
         "",
         f"Data (synthetic, typed lake partitions): {sizes}. Medians of {args.runs} runs unless noted.",
         "",
@@ -431,20 +391,12 @@ def write_results(args: argparse.Namespace, sizes: dict, build: dict, training: 
         "",
         f"Ours and the floor agree on `events_30d` for every covered row: {training['agree']}.",
         "",
-        "## Materialize",
-        "",
-        "| what | time |",
-        "|---|---|",
-        f"| ours: `materialize` ({mat['customers']:,} customers: build up to date + refresh snapshot "
-        "+ online load) | "
-        f"{mat['ours_s']:.1f} s (online load {mat['ours_online_s']:.2f} s) |",
-        f"| Feast `store.materialize` of the same view and day | {mat['feast_s']:.1f} s |",
-        f"| online load only, {mat['online_customers']:,} customers: our bulk SQLite writer | "
-        f"{mat['bulk_s']:.1f} s |",
-        f"| online load only, same rows: Feast `write_to_online_store` (row-by-row, 1 run) | "
-        f"{mat['feast_write_s']:.1f} s ({mat['feast_write_s'] / mat['bulk_s']:.1f}x ours) |",
-        "",
     ]
+    # The materialize section is bench/materialize_bench.py's: keep it as it is.
+    previous = args.out.read_text(encoding="utf-8") if args.out.exists() else ""
+    kept = re.search(r"^## Materialize\n.*?(?=^## (?!#)|\Z)", previous, re.S | re.M)
+    if kept:
+        lines += [kept.group(0).rstrip(), ""]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("\n".join(lines), encoding="utf-8")
     print(f"wrote {args.out}")
