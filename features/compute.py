@@ -2,7 +2,7 @@
 
 A snapshot of customer c at time S aggregates c's records whose event time lies in
 (S - window, S]. Times are handled as integer microseconds since the epoch, so nothing depends
-on the session's time zone. Two equivalent plans compute the window aggregates:
+on the session's time zone. Three equivalent plans compute the window aggregates:
 
 - `grid`: for snapshot times on the contract's grain. Each record falls in the bucket of the
   first boundary at or after it; a window sum at S is a windowed SUM over the buckets in
@@ -10,11 +10,13 @@ on the session's time zone. Two equivalent plans compute the window aggregates:
   the contiguous boundaries from its first record's bucket to its last record's bucket plus the
   window, minus one grain.
 - `exact`: for any snapshot time (a refresh at 10:37): a range join of targets and records.
+- `snapshot`: every target at one and the same time (a refresh at 10:37 of every customer):
+  one scan of each source's lookback, grouped by customer, with no per-target join.
 
 Latest-record features (`days_since_last`, `as_of` of a non-entity source) use an ASOF join in
-both plans. The entity source (customers) is the source whose `as_of` feature reads the source's
-own timestamp column (signup_date): a customer's snapshots start at the first boundary at or
-after that time.
+the first two plans and a grouped maximum in the third. The entity source (customers) is the
+source whose `as_of` feature reads the source's own timestamp column (signup_date): a
+customer's snapshots start at the first boundary at or after that time.
 """
 
 from __future__ import annotations
@@ -328,6 +330,79 @@ def exact_sql(contract: FeatureContract, present: set[str]) -> str:
     )
 
 
+def snapshot_sql(contract: FeatureContract, present: set[str], *, at_us: int) -> str:
+    """The query computing every feature for `targets(<key>, s_us)` that all share one time (a refresh).
+
+    With a single snapshot time the range join of `exact_sql` reduces to one filtered scan per
+    source grouped by customer: the window aggregates, the latest record of each
+    `days_since_last` feature and, for an `as_of` feature of another source, the latest record
+    at or before the time (ties on the time resolve to the greatest value, as in the other
+    plans) all come from plain GROUP BYs, with no per-target join.
+
+    Args:
+        contract: The feature contract.
+        present: The sources with data.
+        at_us: The one snapshot time of every target.
+
+    Returns:
+        SQL producing one row per target: key, `s_us`, then the features in contract order.
+    """
+    layout = Layout.of(contract)
+    key = _q(layout.key)
+    widest = source_windows(contract)
+    ctes: list[str] = []
+    joins: list[str] = []
+    aggregates: dict[str, str] = {}
+    by_source: dict[str, list[Feature]] = {}
+    for f in contract.features:
+        if f.source in present and (
+            f.aggregation in WINDOW_AGGREGATIONS or f.aggregation == "days_since_last"
+        ):
+            by_source.setdefault(f.source, []).append(f)
+    for source, feats in by_source.items():
+        cte = _q("w_" + source)
+        cols = []
+        for f in feats:
+            inside = f"ts_us > {at_us - window_us(f)} AND {_filter(f)}"
+            name = _q("a_" + f.name)
+            column = _q(f.column or "")
+            if f.aggregation == "count":
+                cols.append(f"count(*) FILTER (WHERE {inside}) AS {name}")
+            elif f.aggregation == "count_distinct_days":
+                cols.append(f"count(DISTINCT ts_us // {DAY_US}) FILTER (WHERE {inside}) AS {name}")
+            elif f.aggregation == "days_since_last":
+                cols.append(f"max(ts_us) FILTER (WHERE {inside}) AS {name}")
+                age = f"(t.{KEY_TS} - {cte}.{name})"
+                whole_days = f"{age} // {DAY_US}"
+                capped = f"least({whole_days}, {f.cap})" if f.cap is not None else whole_days
+                aggregates[f.name] = f"CASE WHEN {age} < {window_us(f)} THEN {capped} END"
+                continue
+            else:
+                # In (time, value) order, as in `exact_sql`: the same bits whichever plan recomputes it.
+                agg = "sum" if f.aggregation == "sum" else "avg"
+                cols.append(f"{agg}({column} ORDER BY ts_us, {column}) FILTER (WHERE {inside}) AS {name}")
+            aggregates[f.name] = f"{cte}.{name}"
+        ctes.append(
+            f"{cte} AS (SELECT {key}, {', '.join(cols)} FROM {_q('src_' + source)} "
+            f"WHERE ts_us <= {at_us} AND ts_us > {at_us - widest[source]} GROUP BY {key})"
+        )
+        joins.append(f"LEFT JOIN {cte} ON {cte}.{key} = t.{key}")
+    if layout.entity_source in present:
+        joins.append(f"LEFT JOIN entity e ON e.{key} = t.{key}")
+    for f in contract.features:
+        if f.aggregation != "as_of" or f.source not in present or f.source == layout.entity_source:
+            continue
+        alias = _q("asof_" + f.name)
+        column = _q(f.column or "")
+        joins.append(
+            f"LEFT JOIN (SELECT {key}, max({{'t': ts_us, 'v': {column}}}).v AS val "
+            f"FROM {_q('src_' + f.source)} WHERE ts_us <= {at_us} AND {_filter(f)} GROUP BY {key}) {alias} "
+            f"ON {alias}.{key} = t.{key}"
+        )
+    with_clause = f"WITH {', '.join(ctes)} " if ctes else ""
+    return f"{with_clause}SELECT {_finish(contract, present, aggregates)} FROM {TARGETS} t {' '.join(joins)}"
+
+
 def grid_sql(contract: FeatureContract, present: set[str], *, lower_us: int) -> str:
     """The query computing every feature for `targets(<key>, s_us)` whose times are on the grain.
 
@@ -431,7 +506,8 @@ def compute(
 ) -> pa.Table:
     """Compute every feature for the given (customer, snapshot time) targets.
 
-    Targets on the grain take the windowed plan, the others the range-join plan.
+    Targets on the grain take the windowed plan; the others the single-time plan when they all
+    share one time (a refresh), else the range-join plan.
 
     Args:
         con: A connection with the sources registered (`register_sources`).
@@ -458,7 +534,12 @@ def compute(
             if first is None or first[0] is None:
                 continue
             lower = ((first[0] - widest) // DAY_US - 1) * DAY_US
-            sql = grid_sql(contract, present, lower_us=lower) if on_grid else exact_sql(contract, present)
+            if on_grid:
+                sql = grid_sql(contract, present, lower_us=lower)
+            elif con.execute(f"SELECT max({KEY_TS}) = min({KEY_TS}) FROM {TARGETS}").fetchone() == (True,):
+                sql = snapshot_sql(contract, present, at_us=first[0])
+            else:
+                sql = exact_sql(contract, present)
             parts.append(con.execute(f"{sql} ORDER BY t.{KEY_TS}, t.{_q(layout.key)}").to_arrow_table())
     finally:
         con.unregister("all_targets")
