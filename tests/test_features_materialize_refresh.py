@@ -11,6 +11,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
 import pytest
 from test_features_lake import CONTRACT, START, oracle, random_records, typed, write_lake
 
@@ -141,3 +142,19 @@ def test_recomputing_the_refresh_gives_the_same_bits(tmp_path: Path, refreshed: 
     ]
     for frame in again:
         pd.testing.assert_frame_equal(frame, rows.drop(columns=["created_timestamp"]), check_exact=True)
+
+
+def test_the_range_join_plan_gives_the_same_bits(tmp_path: Path, refreshed: tuple) -> None:
+    frames, rows = refreshed
+    write_lake(tmp_path / "lake", frames)
+    at_us = int(AT.timestamp()) * 1_000_000
+    ids = rows["customer_id"].tolist()
+    # A second time makes the targets use `exact_sql` instead of the single-time plan.
+    targets = pa.table({"customer_id": [*ids, ids[0]], "s_us": [at_us] * len(ids) + [at_us + 1]})
+    with compute.connect() as con:
+        present = compute.register_sources(con, lake_dir=tmp_path / "lake", contract=CONTRACT)
+        both = compute.compute(con, contract=CONTRACT, present=present, targets=targets).to_pandas()
+    exact = both[both["s_us"] == at_us].reset_index(drop=True)
+    assert exact["customer_id"].tolist() == ids
+    for name in CONTRACT.feature_names:
+        assert exact[name].tolist() == rows[name].tolist(), name
