@@ -39,7 +39,7 @@ def snapshot(ids: list[str], at: datetime, seed: int) -> pd.DataFrame:
         if f.dtype == "int64":
             frame[f.name] = rng.integers(0, 5, n)
         elif f.dtype == "float64":
-            frame[f.name] = rng.choice([0.0, 1 / 3, 12.5, 1e-9, 99.99999999], n)
+            frame[f.name] = rng.choice([0.0, -0.0, 1 / 3, 12.5, 1e-9, 99.99999999], n)
         else:
             frame[f.name] = rng.choice(list(f.allowed_values or ["x"]), n)
     return frame[table_schema(CONTRACT).names]
