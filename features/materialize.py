@@ -62,6 +62,11 @@ def snapshot_rows_at(
 ) -> pa.Table:
     """Every customer's snapshot at `at` (customers whose first boundary is at or before it).
 
+    Between boundaries the snapshot is computed from the lake with the single-time plan
+    (`compute.snapshot_sql`), reading only each source's lookback (`compute.lookbacks`: 90 days
+    of usage events for `days_since_last_event`, 30 of tickets, all of billing for `plan_type`),
+    and appended to the offline table.
+
     Args:
         lake_dir: The lake.
         features_dir: The features folder.

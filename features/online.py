@@ -253,8 +253,8 @@ def write_online(*, store: FeatureStore, view: FeatureView, rows: pa.Table, repl
     """
     if rows.num_rows == 0 and not replace:
         return 0
-    key = view.entity_columns[0].name if view.entity_columns else None
-    if key is not None and key in rows.column_names:
+    entities = view.entity_columns
+    if len(entities) == 1 and (key := entities[0].name) in rows.column_names:
         counts = pc.value_counts(rows.column(key)).flatten()
         repeated = pc.filter(counts[0], pc.greater(counts[1], 1))
         if len(repeated):
