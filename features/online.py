@@ -151,11 +151,11 @@ def _load_sqlite(path: str, table: str, staged: _Staged, *, replace: bool) -> No
     and the new one after it, never a mix; `synchronous = NORMAL` is WAL's crash-safe setting (a
     power loss may lose the last commit, never corrupt the file or half-apply it).
 
-    An empty table is filled with plain inserts and Feast's secondary index is built once at
-    the end. A table that already holds rows is upserted in place: a refresh rewrites the same
-    customers, so neither key index changes and only the table's pages are written (about half
-    of a delete-and-refill, and no index rebuild); with `replace`, customers absent from the
-    load are then deleted.
+    Rows arrive in primary-key order, so each B-tree (the table, Feast's primary key and its
+    `entity_key` index) grows or is rewritten at neighbouring positions; measured here, keeping
+    the indexes during the load beats dropping and rebuilding them, even into an empty table. A
+    refresh rewrites the same customers, so their rows are updated in place (neither key index
+    changes). With `replace`, customers absent from the load are then deleted.
     """
     quoted = _quote(table)
     keys, features, values = (f"temp.{_STAGE}_{part}" for part in ("keys", "features", "values"))
@@ -163,13 +163,11 @@ def _load_sqlite(path: str, table: str, staged: _Staged, *, replace: bool) -> No
     pick = "CASE f.i " + " ".join(f"WHEN {i} THEN k.{c}" for i, c in enumerate(ids)) + " END"
     # Customers are staged in key order and features in name order, so the cross join emits
     # rows in primary-key order: every B-tree write lands next to the previous one.
-    insert = (
+    upsert = (
         f"INSERT INTO main.{quoted} (entity_key, feature_name, value, value_text, event_ts, created_ts) "
         f"SELECT k.entity_key, f.feature_name, v.value, v.value_text, k.event_ts, k.created_ts "
-        f"FROM {keys} AS k CROSS JOIN {features} AS f CROSS JOIN {values} AS v WHERE v.id = {pick}"
-    )
-    upsert = (
-        f"{insert} ON CONFLICT(entity_key, feature_name) DO UPDATE SET value = excluded.value, "
+        f"FROM {keys} AS k CROSS JOIN {features} AS f CROSS JOIN {values} AS v WHERE v.id = {pick} "
+        "ON CONFLICT(entity_key, feature_name) DO UPDATE SET value = excluded.value, "
         "value_text = excluded.value_text, event_ts = excluded.event_ts, created_ts = excluded.created_ts"
     )
     con = sqlite3.connect(path, isolation_level=None, timeout=60)
@@ -199,26 +197,14 @@ def _load_sqlite(path: str, table: str, staged: _Staged, *, replace: bool) -> No
         con.execute("COMMIT")
         con.execute("BEGIN IMMEDIATE")
         try:
-            if con.execute(f"SELECT 1 FROM main.{quoted} LIMIT 1").fetchone() is None:
-                indexes = con.execute(
-                    "SELECT name, sql FROM sqlite_master "
-                    "WHERE type = 'index' AND tbl_name = ? AND sql IS NOT NULL",
-                    (table,),
-                ).fetchall()
-                for name, _ in indexes:
-                    con.execute(f"DROP INDEX main.{_quote(name)}")
-                con.execute(insert)
-                for _, sql in indexes:
-                    con.execute(sql)
-            else:
-                con.execute(upsert)
-                # Every staged customer now has its rows, so more rows than that means customers
-                # absent from the load; counting is cheap (page headers), the anti-join is not.
-                expected = len(staged.customers) * len(staged.features)
-                if replace and con.execute(f"SELECT count(*) FROM main.{quoted}").fetchone() != (expected,):
-                    con.execute(
-                        f"DELETE FROM main.{quoted} WHERE entity_key NOT IN (SELECT entity_key FROM {keys})"
-                    )
+            con.execute(upsert)
+            # Every staged customer now has its rows, so more rows than that means customers
+            # absent from the load; counting is cheap (page headers), the anti-join is not.
+            expected = len(staged.customers) * len(staged.features)
+            if replace and con.execute(f"SELECT count(*) FROM main.{quoted}").fetchone() != (expected,):
+                con.execute(
+                    f"DELETE FROM main.{quoted} WHERE entity_key NOT IN (SELECT entity_key FROM {keys})"
+                )
             con.execute("COMMIT")
         except BaseException:
             con.execute("ROLLBACK")
