@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TypeVar
 
-from pydantic import ValidationError
+import yaml
+from pydantic import BaseModel, ValidationError
+
+Model = TypeVar("Model", bound=BaseModel)
 
 
 class ContractError(ValueError):
@@ -28,3 +32,29 @@ def describe_validation_error(path: Path, exc: ValidationError) -> ContractError
         got_text = "" if isinstance(got, dict | list) else f" (got {got!r})"
         lines.append(f"  - {key}: {err['msg']}{got_text}")
     return ContractError("\n".join(lines))
+
+
+def parse_contract_file(path: Path, model: type[Model]) -> Model:
+    """Read a contract file as YAML and validate it against its typed model.
+
+    Args:
+        path: The contract file (it must exist).
+        model: The pydantic model of that kind of contract.
+
+    Returns:
+        The validated contract.
+
+    Raises:
+        ContractError: When the file is not YAML, not a mapping, or breaks the schema; the message
+            names the file, the key path and what was expected.
+    """
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise ContractError(f"contract {path} is not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ContractError(f"contract {path} must be a YAML mapping at the top level")
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        raise describe_validation_error(path, exc) from exc

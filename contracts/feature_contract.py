@@ -11,11 +11,10 @@ from functools import cache
 from pathlib import Path
 from typing import Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from contracts.durations import Duration
-from contracts.errors import ContractError, describe_validation_error
+from contracts.errors import ContractError, parse_contract_file
 
 FEATURES_DIR = Path(__file__).resolve().parent / "features"
 DEFAULT_FEATURE_CONTRACT = FEATURES_DIR / "customer_profile.v1.yaml"
@@ -288,13 +287,4 @@ def load_feature_contract(path: Path | str = DEFAULT_FEATURE_CONTRACT) -> Featur
 def _load(path: Path) -> FeatureContract:
     if not path.is_file():
         raise ContractError(f"contract {path} does not exist")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise ContractError(f"contract {path} is not valid YAML: {exc}") from exc
-    if not isinstance(raw, dict):
-        raise ContractError(f"contract {path} must be a YAML mapping at the top level")
-    try:
-        return FeatureContract.model_validate(raw)
-    except ValidationError as exc:
-        raise describe_validation_error(path, exc) from exc
+    return parse_contract_file(path, FeatureContract)

@@ -16,11 +16,10 @@ from functools import cache
 from pathlib import Path
 from typing import Annotated, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from contracts.durations import Duration
-from contracts.errors import ContractError, describe_validation_error
+from contracts.errors import ContractError, parse_contract_file
 
 SOURCES_DIR = Path(__file__).resolve().parent / "sources"
 
@@ -371,16 +370,7 @@ def _load(name: str, path: Path) -> SourceContract:
 
 @cache
 def _parse(name: str, path: Path, mtime_ns: int, size: int) -> SourceContract:
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise ContractError(f"source contract {path} is not valid YAML: {exc}") from exc
-    if not isinstance(raw, dict):
-        raise ContractError(f"source contract {path} must be a YAML mapping at the top level")
-    try:
-        contract = SourceContract.model_validate(raw)
-    except ValidationError as exc:
-        raise describe_validation_error(path, exc) from exc
+    contract = parse_contract_file(path, SourceContract)
     if contract.name != name:
         raise ContractError(
             f"contract {path} is invalid:\n  - name: expected {name!r}, got {contract.name!r}"
