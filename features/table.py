@@ -18,9 +18,8 @@ import pyarrow.parquet as pq
 
 from contracts.feature_contract import DEFAULT_FEATURE_CONTRACT, FeatureContract, load_feature_contract
 from ingestion.atomic import write_atomic
+from ingestion.lake import PARTITION_FILE, PARTITION_PREFIX, day_partitions
 
-PARTITION_PREFIX = "date="
-PARTITION_FILE = "data.parquet"
 EVENT_TIMESTAMP = "event_timestamp"
 CREATED_TIMESTAMP = "created_timestamp"
 SNAPSHOT_TS = "snapshot_ts"
@@ -69,14 +68,7 @@ def partition_path(features_dir: Path, contract: FeatureContract, day: str) -> P
 
 def list_partitions(features_dir: Path, contract: FeatureContract) -> list[str]:
     """The snapshot days that have a partition file, sorted."""
-    folder = table_dir(features_dir, contract)
-    if not folder.is_dir():
-        return []
-    return sorted(
-        p.name.removeprefix(PARTITION_PREFIX)
-        for p in folder.iterdir()
-        if p.name.startswith(PARTITION_PREFIX) and (p / PARTITION_FILE).is_file()
-    )
+    return day_partitions(table_dir(features_dir, contract))
 
 
 def read_partition(features_dir: Path, contract: FeatureContract, day: str) -> pa.Table | None:

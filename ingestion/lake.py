@@ -40,9 +40,11 @@ def partition_days(frame: pd.DataFrame, partition_column: str) -> pd.Series:
     return values.dt.strftime("%Y-%m-%d")
 
 
-def list_partitions(lake_dir: Path, source: str) -> list[str]:
-    """The days that have a partition file, sorted."""
-    folder = source_dir(lake_dir, source)
+def day_partitions(folder: Path) -> list[str]:
+    """The days under `folder` that have a `date=YYYY-MM-DD/data.parquet` file, sorted.
+
+    The lake and the offline feature table share this layout, so both list it here.
+    """
     if not folder.is_dir():
         return []
     return sorted(
@@ -50,6 +52,11 @@ def list_partitions(lake_dir: Path, source: str) -> list[str]:
         for p in folder.iterdir()
         if p.name.startswith(PARTITION_PREFIX) and (p / PARTITION_FILE).is_file()
     )
+
+
+def list_partitions(lake_dir: Path, source: str) -> list[str]:
+    """The days that have a partition file, sorted."""
+    return day_partitions(source_dir(lake_dir, source))
 
 
 def read_partition(lake_dir: Path, source: str, day: str) -> pd.DataFrame | None:
