@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import tempfile
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +19,8 @@ from urllib.parse import urlparse
 import numpy as np
 import pandas as pd
 from threadpoolctl import ThreadpoolController
+
+from serving.scoring import CompiledPipeline, UnsupportedModel, compile_pipeline
 
 log = logging.getLogger(__name__)
 
@@ -39,35 +41,44 @@ class LoadedModel:
         version: The model version (MLflow versions are strings of digits).
         model: The fitted scikit-learn estimator (a Pipeline taking a DataFrame).
         input_columns: The columns the model takes, in its signature's order.
+        compiled: The model's fast scoring path, or None when it is scored by `predict_proba`.
+        fast_path_note: Why there is no fast path (None when there is one).
     """
 
     name: str
     version: str
     model: Any
     input_columns: tuple[str, ...]
+    compiled: CompiledPipeline | None = field(default=None, compare=False, repr=False)
+    fast_path_note: str | None = field(default=None, compare=False)
     threads: ThreadpoolController = field(default_factory=ThreadpoolController, compare=False, repr=False)
 
-    def predict(self, frame: pd.DataFrame) -> np.ndarray:
-        """Churn probabilities of the frame's rows, computed on the calling thread alone.
+    def predict(self, columns: Mapping[str, Sequence[Any]]) -> np.ndarray:
+        """Churn probabilities of the rows, computed on the calling thread alone.
 
-        OpenMP (histogram gradient boosting opens a parallel region per tree) and BLAS thread
-        pools are limited to one thread: on a few rows, waking and joining worker threads costs
-        far more than the work, and on a busy 2-core machine a one-row `predict_proba` went
-        from ~40 ms p50 (1.3 s p95) to ~9 ms p50 with the limit. The controller is created
-        when the model is loaded, so it knows the libraries the model's code loaded. OpenMP's
-        limit is per thread, so it is set once in each thread that scores with this model and
-        left in place (a `with` block around every call costs more than a small prediction).
+        The compiled path (`serving.scoring`), checked against `predict_proba` when the model
+        was loaded, is used when there is one; it starts no thread pool. Otherwise the rows go
+        through `predict_proba` with OpenMP (histogram gradient boosting opens a parallel region
+        per tree) and BLAS pools limited to one thread: on a few rows, waking and joining worker
+        threads costs far more than the work (a one-row `predict_proba` on a busy 2-core machine
+        went from ~40 ms p50 to ~9 ms with the limit). OpenMP's limit is per thread, so it is set
+        once in each thread that scores with this model and left in place.
 
         Args:
-            frame: Holds at least `input_columns`.
+            columns: Column name → values (one per row) for at least `input_columns`; a
+                DataFrame works.
 
         Returns:
             The positive-class probability per row.
         """
+        n = len(columns[self.input_columns[0]])
+        if self.compiled is not None:
+            return self.compiled.predict(columns, n)
         if getattr(_THREAD_STATE, "limited_by", None) is not self.threads:
             self.threads.limit(limits=1)
             _THREAD_STATE.limited_by = self.threads
-        return self.model.predict_proba(frame[list(self.input_columns)])[:, 1]
+        frame = pd.DataFrame({name: columns[name] for name in self.input_columns})
+        return self.model.predict_proba(frame)[:, 1]
 
 
 @dataclass(frozen=True)
@@ -83,7 +94,9 @@ class ModelSet:
     challenger: LoadedModel | None
 
 
-def load_version(*, tracking_uri: str, name: str, version: str, available: list[str]) -> LoadedModel:
+def load_version(
+    *, tracking_uri: str, name: str, version: str, available: list[str], probe: pd.DataFrame | None = None
+) -> LoadedModel:
     """Load one registered version and check that the online features cover its inputs.
 
     Args:
@@ -91,6 +104,8 @@ def load_version(*, tracking_uri: str, name: str, version: str, available: list[
         name: The registered model's name.
         version: The version to load.
         available: The columns online serving can provide.
+        probe: Feature rows on which a fast scoring path must match `predict_proba`; None
+            scores with `predict_proba` only.
 
     Returns:
         The loaded model.
@@ -131,7 +146,21 @@ def load_version(*, tracking_uri: str, name: str, version: str, available: list[
         )
     if not hasattr(model, "predict_proba"):
         raise ModelLoadError(f"{uri} is a {type(model).__name__}, which has no predict_proba")
-    return LoadedModel(name=name, version=str(version), model=model, input_columns=tuple(columns))
+    compiled, note = None, "no probe rows given"
+    if probe is not None:
+        try:
+            compiled, note = compile_pipeline(model, probe=probe[columns]), None
+        except UnsupportedModel as exc:
+            note = str(exc)
+            log.warning("%s is scored through predict_proba (slower): %s", uri, exc)
+    return LoadedModel(
+        name=name,
+        version=str(version),
+        model=model,
+        input_columns=tuple(columns),
+        compiled=compiled,
+        fast_path_note=note,
+    )
 
 
 def _sqlite_store_missing(tracking_uri: str) -> bool:
@@ -154,6 +183,7 @@ class ModelWatcher:
         challenger_alias: The alias scored in shadow mode.
         with_challenger: Load the challenger too (shadow mode).
         available_columns: The columns online serving can provide.
+        probe: Feature rows that check each loaded model's fast scoring path (None: no fast path).
         interval_s: Seconds between polls.
         on_change: Called with the new `ModelSet` after every swap.
         on_error: Called with a message when a refresh fails (the previous models stay).
@@ -169,6 +199,7 @@ class ModelWatcher:
         with_challenger: bool,
         available_columns: list[str],
         interval_s: float,
+        probe: pd.DataFrame | None = None,
         on_change: Callable[[ModelSet], None] | None = None,
         on_error: Callable[[str], None] | None = None,
     ) -> None:
@@ -177,6 +208,7 @@ class ModelWatcher:
         self._aliases = (champion_alias, challenger_alias)
         self._with_challenger = with_challenger
         self._available = list(available_columns)
+        self._probe = probe
         self._interval = interval_s
         self._on_change = on_change
         self._on_error = on_error
@@ -216,7 +248,11 @@ class ModelWatcher:
             return None
         if version not in cache:
             cache[version] = load_version(
-                tracking_uri=self._uri, name=self._name, version=version, available=self._available
+                tracking_uri=self._uri,
+                name=self._name,
+                version=version,
+                available=self._available,
+                probe=self._probe,
             )
         return cache[version]
 

@@ -22,6 +22,7 @@ import pandas as pd
 import pytest
 import sqlite_utils
 import uvicorn
+from threadpoolctl import threadpool_limits
 
 from churnops.settings import Workspace
 from contracts.feature_contract import load_feature_contract
@@ -29,6 +30,8 @@ from features.store import apply
 from serving.app import create_app
 from serving.keys import create_key
 from serving.settings import ServingSettings
+from training.models import build_gradient_boosting, build_logistic_regression
+from training.tracking import trusted_types
 
 CONTRACT = load_feature_contract()
 FLAG = CONTRACT.entity.join.default_flag
@@ -86,14 +89,12 @@ def _feature_rows(now: datetime) -> pd.DataFrame:
     return frame
 
 
-def _train(seed: int, c: float) -> Any:
-    from sklearn.compose import ColumnTransformer
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import Pipeline
-    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+def _train(seed: int, build: Callable[..., Any]) -> tuple[Any, pd.DataFrame]:
+    """A candidate built and calibrated as `churnops train` does, on random feature rows."""
+    from training.models import fit_calibrated
 
     rng = np.random.default_rng(seed)
-    n = 300
+    n = 600
     x = pd.DataFrame(
         {
             f.name: (
@@ -104,22 +105,18 @@ def _train(seed: int, c: float) -> Any:
             for f in CONTRACT.features
         }
     )
-    y = (x["sessions_30d"] + rng.normal(0, 10, n) < 25).astype(int)
-    pipe = Pipeline(
-        [
-            (
-                "preprocess",
-                ColumnTransformer(
-                    [
-                        ("num", StandardScaler(), CONTRACT.numeric_features),
-                        ("cat", OneHotEncoder(handle_unknown="ignore"), CONTRACT.categorical_features),
-                    ]
-                ),
-            ),
-            ("classifier", LogisticRegression(C=c)),
-        ]
-    )
-    return pipe.fit(x, y), x
+    y = (x["sessions_30d"] + rng.normal(0, 10, n) < 25).to_numpy().astype(int)
+    half = n // 2
+    # One OpenMP thread: on a busy 2-core machine, threads spinning for a core take 50x longer.
+    with threadpool_limits(1):
+        model = fit_calibrated(
+            pipeline=build(contract=CONTRACT, seed=seed),
+            train_x=x.iloc[:half],
+            train_y=y[:half],
+            validation_x=x.iloc[half:],
+            validation_y=y[half:],
+        )
+    return model, x
 
 
 @contextmanager
@@ -147,8 +144,9 @@ def _register(tracking_uri: str, artifacts: Path) -> None:
     from mlflow.models import infer_signature
 
     experiment = mlflow.create_experiment("serving-tests", artifact_location=artifacts.as_uri())
-    for seed, c in ((1, 1.0), (2, 0.01)):
-        model, x = _train(seed, c)
+    # Version 1 (the champion) is gradient boosting, version 2 (the challenger) the baseline.
+    for seed, build in ((1, build_gradient_boosting), (2, build_logistic_regression)):
+        model, x = _train(seed, build)
         with mlflow.start_run(experiment_id=experiment):
             mlflow.sklearn.log_model(
                 model,
@@ -156,6 +154,7 @@ def _register(tracking_uri: str, artifacts: Path) -> None:
                 signature=infer_signature(x, model.predict_proba(x)[:, 1]),
                 registered_model_name=MODEL,
                 pip_requirements=["scikit-learn"],
+                skops_trusted_types=trusted_types(model),
             )
 
 
@@ -353,7 +352,10 @@ def test_health_ready_docs_and_metrics(service: httpx.Client) -> None:
     assert ready.status_code == 200
     assert ready.json() == {
         "ready": True,
-        "checks": {"model": {"ok": True, "version": "1"}, "online_store": {"ok": True}},
+        "checks": {
+            "model": {"ok": True, "version": "1", "scoring": "compiled"},
+            "online_store": {"ok": True},
+        },
     }
     assert service.get("/docs").status_code == 200
     assert "/predict/batch" in service.get("/openapi.json").json()["paths"]
@@ -469,7 +471,7 @@ def test_a_champion_needing_columns_serving_lacks_is_refused_and_the_old_one_kep
     from mlflow import MlflowClient
     from mlflow.models import infer_signature
 
-    model, x = _train(3, 1.0)
+    model, x = _train(3, build_logistic_regression)
     x_with_extra = x.assign(mystery_column=1)
     with (
         _global_tracking(setup.tracking_uri, _decoy(setup.home)),
@@ -481,6 +483,7 @@ def test_a_champion_needing_columns_serving_lacks_is_refused_and_the_old_one_kep
             signature=infer_signature(x_with_extra, model.predict_proba(x)[:, 1]),
             registered_model_name=MODEL,
             pip_requirements=["scikit-learn"],
+            skops_trusted_types=trusted_types(model),
         )
     bad_version = str(info.registered_model_version)
     client = MlflowClient(tracking_uri=setup.tracking_uri, registry_uri=setup.tracking_uri)

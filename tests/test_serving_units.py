@@ -109,7 +109,7 @@ def test_full_log_queue_drops_and_counts_instead_of_blocking(tmp_path: Path) -> 
         items=[0],
         predicted_at=datetime(2026, 11, 21, tzinfo=UTC),
         customer_ids=["CUST-000001"],
-        frame=pd.DataFrame({"sessions_30d": [3]}),
+        features={"sessions_30d": [3]},
         statuses=["present"],
         snapshot_ts=[None],
         champion=model,

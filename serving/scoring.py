@@ -1,0 +1,327 @@
+"""A lean scoring path for the pipelines churnops trains, checked against scikit-learn at load.
+
+On one row, a fitted pipeline's `predict_proba` spends almost all of its ~3.5 ms in per-call
+machinery (input validation, `ColumnTransformer`'s DataFrame slicing and output configuration,
+a parallel region per tree) rather than in arithmetic. This module reads the fitted parameters
+once and replays the same arithmetic in the same order on plain arrays:
+
+- `ColumnTransformer` blocks of `OrdinalEncoder`, `OneHotEncoder`, `StandardScaler` or
+  `passthrough`, stacked in the transformer's order;
+- `CalibratedClassifierCV(method="sigmoid")` over a (frozen) `HistGradientBoostingClassifier`,
+  whose trees are evaluated by scikit-learn's own compiled predictor, or a
+  `LogisticRegression`.
+
+Anything else is refused with `UnsupportedModel`, and the caller serves that model through its
+own `predict_proba`. A compiled pipeline is used only after `compile_pipeline` has compared it
+with `predict_proba` on probe rows, so a scikit-learn release that changes an internal fails
+that comparison (and falls back) instead of serving different numbers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy.special import expit
+
+# Agreement required with `predict_proba` on the probe rows: the same operations in the same
+# order give the same bits; the margin only absorbs a BLAS kernel choosing another summation
+# order for the logistic regression's dot product.
+TOLERANCE = 1e-12
+
+Columns = Mapping[str, Any]
+Block = Callable[[Columns, int], np.ndarray]
+
+
+class UnsupportedModel(ValueError):
+    """The model's structure is not one this module can replay exactly."""
+
+
+def _unsupported(what: object, why: str) -> UnsupportedModel:
+    return UnsupportedModel(f"{type(what).__name__}: {why}")
+
+
+def _ordinal_block(encoder: Any, columns: list[str]) -> Block:
+    from sklearn.preprocessing import OrdinalEncoder
+
+    if type(encoder) is not OrdinalEncoder or encoder.handle_unknown != "use_encoded_value":
+        raise _unsupported(encoder, "only OrdinalEncoder(handle_unknown='use_encoded_value') is replayed")
+    if getattr(encoder, "_infrequent_enabled", False):
+        raise _unsupported(encoder, "infrequent categories are not replayed")
+    unknown = float(encoder.unknown_value)
+    lookups = [{value: float(code) for code, value in enumerate(cats)} for cats in encoder.categories_]
+
+    def block(data: Columns, n: int) -> np.ndarray:
+        out = np.empty((n, len(columns)))
+        for j, (name, lookup) in enumerate(zip(columns, lookups, strict=True)):
+            out[:, j] = [lookup.get(value, unknown) for value in data[name]]
+        return out
+
+    return block
+
+
+def _one_hot_block(encoder: Any, columns: list[str]) -> Block:
+    from sklearn.preprocessing import OneHotEncoder
+
+    if (
+        type(encoder) is not OneHotEncoder
+        or encoder.handle_unknown != "ignore"
+        or (encoder.drop_idx_ is not None)
+    ):
+        raise _unsupported(encoder, "only OneHotEncoder(handle_unknown='ignore', drop=None) is replayed")
+    if getattr(encoder, "_infrequent_enabled", False):
+        raise _unsupported(encoder, "infrequent categories are not replayed")
+    offsets = np.cumsum([0, *(len(c) for c in encoder.categories_)])
+    lookups = [{value: code for code, value in enumerate(cats)} for cats in encoder.categories_]
+
+    def block(data: Columns, n: int) -> np.ndarray:
+        out = np.zeros((n, int(offsets[-1])))
+        for j, (name, lookup) in enumerate(zip(columns, lookups, strict=True)):
+            for i, value in enumerate(data[name]):
+                code = lookup.get(value)
+                if code is not None:
+                    out[i, offsets[j] + code] = 1.0
+        return out
+
+    return block
+
+
+def _numeric(data: Columns, columns: list[str], n: int) -> np.ndarray:
+    out = np.empty((n, len(columns)))
+    for j, name in enumerate(columns):
+        out[:, j] = np.asarray(data[name], dtype=np.float64)
+    return out
+
+
+def _scaler_block(scaler: Any, columns: list[str]) -> Block:
+    from sklearn.preprocessing import StandardScaler
+
+    if type(scaler) is not StandardScaler:
+        raise _unsupported(scaler, "only StandardScaler is replayed")
+    mean = scaler.mean_ if scaler.with_mean else None
+    scale = scaler.scale_ if scaler.with_std else None
+
+    def block(data: Columns, n: int) -> np.ndarray:
+        out = _numeric(data, columns, n)
+        if mean is not None:
+            out -= mean
+        if scale is not None:
+            out /= scale
+        return out
+
+    return block
+
+
+def _passthrough_block(columns: list[str]) -> Block:
+    return lambda data, n: _numeric(data, columns, n)
+
+
+def _preprocessor(transformer: Any) -> tuple[list[str], Callable[[Columns, int], np.ndarray]]:
+    from sklearn.compose import ColumnTransformer
+    from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, OrdinalEncoder, StandardScaler
+
+    if type(transformer) is not ColumnTransformer:
+        raise _unsupported(transformer, "the pipeline's first step must be a ColumnTransformer")
+    if getattr(transformer, "sparse_output_", False):
+        raise _unsupported(transformer, "sparse output is not replayed")
+    blocks: list[Block] = []
+    inputs: list[str] = []
+    for _, step, columns in transformer.transformers_:
+        names = [str(c) for c in columns]
+        if not all(isinstance(c, str) for c in columns):
+            raise _unsupported(transformer, "columns must be selected by name")
+        if step == "drop" or not names:
+            continue
+        inputs.extend(names)
+        # A fitted ColumnTransformer holds "passthrough" as an identity FunctionTransformer.
+        if step == "passthrough" or (type(step) is FunctionTransformer and step.func is None):
+            blocks.append(_passthrough_block(names))
+        elif isinstance(step, OrdinalEncoder):
+            blocks.append(_ordinal_block(step, names))
+        elif isinstance(step, OneHotEncoder):
+            blocks.append(_one_hot_block(step, names))
+        elif isinstance(step, StandardScaler):
+            blocks.append(_scaler_block(step, names))
+        else:
+            raise _unsupported(step, "this transformer is not replayed")
+
+    def transform(data: Columns, n: int) -> np.ndarray:
+        return np.hstack([block(data, n) for block in blocks])
+
+    return inputs, transform
+
+
+def _category_codes(model: Any) -> Callable[[np.ndarray], np.ndarray]:
+    """The model's own re-encoding of declared categorical columns (it fits one when they exist).
+
+    It maps each categorical column's values to their index among the values seen in training
+    (anything else, NaN included, to NaN) and moves those columns first.
+    """
+    from sklearn.compose import ColumnTransformer
+    from sklearn.preprocessing import FunctionTransformer, OrdinalEncoder
+
+    inner = model._preprocessor
+    if inner is None:
+        return lambda x: x
+    steps = {name: step for name, step, _ in inner.transformers_}
+    encoder = steps.get("encoder")
+    if (
+        type(inner) is not ColumnTransformer
+        or set(steps) - {"encoder", "numerical", "remainder"}
+        or steps.get("remainder", "drop") != "drop"
+        or type(encoder) is not OrdinalEncoder
+        or encoder.handle_unknown != "use_encoded_value"
+        or not np.isnan(encoder.unknown_value)
+        or not np.isnan(encoder.encoded_missing_value)
+        or type(steps.get("numerical")) is not FunctionTransformer
+    ):
+        raise _unsupported(model, "its internal categorical encoding is not the one replayed")
+    categorical = np.flatnonzero(model.is_categorical_)
+    numerical = np.flatnonzero(~model.is_categorical_)
+    categories = [np.asarray(c, dtype=np.float64) for c in encoder.categories_]
+    if any(np.isnan(c).any() for c in categories):
+        raise _unsupported(model, "a missing category learned in training is not replayed")
+
+    def encode(x: np.ndarray) -> np.ndarray:
+        codes = np.full((x.shape[0], len(categorical)), np.nan)
+        for j, (column, known) in enumerate(zip(categorical, categories, strict=True)):
+            values = x[:, column]
+            at = np.minimum(np.searchsorted(known, values), len(known) - 1)
+            found = known[at] == values
+            codes[found, j] = at[found]
+        return np.hstack([codes, x[:, numerical]])
+
+    return encode
+
+
+def _gradient_boosting(model: Any) -> Callable[[np.ndarray], np.ndarray]:
+    if model.n_trees_per_iteration_ != 1:
+        raise _unsupported(model, "only a binary model is replayed")
+    encode = _category_codes(model)
+    known_bitsets, feature_map = model._bin_mapper.make_known_categories_bitsets()
+    predictors = [iteration[0] for iteration in model._predictors]
+    baseline = model._baseline_prediction[0]
+
+    def decision(x: np.ndarray) -> np.ndarray:
+        # scikit-learn's `_raw_predict`, term by term: zeros, the baseline, then each tree in turn.
+        x = encode(x)
+        raw = np.zeros(x.shape[0])
+        raw += baseline
+        for predictor in predictors:
+            raw += predictor.predict(x, known_bitsets, feature_map, 1)
+        return raw
+
+    return decision
+
+
+def _logistic_regression(model: Any) -> Callable[[np.ndarray], np.ndarray]:
+    if model.coef_.shape[0] != 1:
+        raise _unsupported(model, "only a binary model is replayed")
+    coef = np.ascontiguousarray(model.coef_.T)
+    intercept = model.intercept_
+
+    def decision(x: np.ndarray) -> np.ndarray:
+        return (x @ coef + intercept).reshape(-1)
+
+    return decision
+
+
+def _decision(estimator: Any) -> Callable[[np.ndarray], np.ndarray]:
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.frozen import FrozenEstimator
+    from sklearn.linear_model import LogisticRegression
+
+    if isinstance(estimator, FrozenEstimator):
+        estimator = estimator.estimator
+    if list(estimator.classes_) != [0, 1]:
+        raise _unsupported(estimator, "classes must be [0, 1]")
+    if type(estimator) is HistGradientBoostingClassifier:
+        return _gradient_boosting(estimator)
+    if type(estimator) is LogisticRegression:
+        return _logistic_regression(estimator)
+    raise _unsupported(estimator, "this classifier is not replayed")
+
+
+def _calibrated(classifier: Any) -> Callable[[np.ndarray], np.ndarray]:
+    from sklearn.calibration import CalibratedClassifierCV
+
+    if type(classifier) is not CalibratedClassifierCV or classifier.method != "sigmoid":
+        raise _unsupported(classifier, "only CalibratedClassifierCV(method='sigmoid') is replayed")
+    if list(classifier.classes_) != [0, 1]:
+        raise _unsupported(classifier, "classes must be [0, 1]")
+    members = []
+    for member in classifier.calibrated_classifiers_:
+        (calibrator,) = member.calibrators
+        members.append((_decision(member.estimator), float(calibrator.a_), float(calibrator.b_)))
+
+    def positive(x: np.ndarray) -> np.ndarray:
+        # `CalibratedClassifierCV.predict_proba`: the mean over members of each member's sigmoid.
+        total = np.zeros(x.shape[0])
+        for decision, a, b in members:
+            total += expit(-(a * decision(x) + b))
+        return total / len(members)
+
+    return positive
+
+
+@dataclass(frozen=True)
+class CompiledPipeline:
+    """A fitted pipeline's churn probability, computed without scikit-learn's per-call machinery.
+
+    Attributes:
+        input_columns: The columns the pipeline reads.
+        max_difference: Largest difference from `predict_proba` seen on the probe rows.
+    """
+
+    input_columns: tuple[str, ...]
+    max_difference: float
+    _transform: Callable[[Columns, int], np.ndarray]
+    _positive: Callable[[np.ndarray], np.ndarray]
+
+    def predict(self, data: Columns, n: int) -> np.ndarray:
+        """The positive-class probability of each row.
+
+        Args:
+            data: Column name → the n values of that column (a DataFrame works).
+            n: The number of rows.
+
+        Returns:
+            n probabilities.
+        """
+        return self._positive(self._transform(data, n))
+
+
+def compile_pipeline(model: Any, *, probe: pd.DataFrame) -> CompiledPipeline:
+    """Read a fitted `preprocess` → `classifier` pipeline into a `CompiledPipeline`, then check it.
+
+    Args:
+        model: A fitted scikit-learn Pipeline.
+        probe: Rows the model accepts; both paths score them and must agree within `TOLERANCE`.
+
+    Returns:
+        The compiled pipeline.
+
+    Raises:
+        UnsupportedModel: When a step is not one this module replays, or the two paths disagree.
+    """
+    from sklearn.pipeline import Pipeline
+
+    if type(model) is not Pipeline or len(model.steps) != 2:
+        raise _unsupported(model, "only a two-step preprocess → classifier Pipeline is replayed")
+    (_, preprocess), (_, classifier) = model.steps
+    columns, transform = _preprocessor(preprocess)
+    positive = _calibrated(classifier)
+    expected = model.predict_proba(probe)[:, 1]
+    got = positive(transform(probe, len(probe)))
+    difference = float(np.max(np.abs(got - expected))) if len(probe) else 0.0
+    if not difference <= TOLERANCE:
+        raise UnsupportedModel(
+            f"the replayed pipeline differs from predict_proba by {difference:.3g} on the probe rows "
+            f"(tolerance {TOLERANCE:g})"
+        )
+    return CompiledPipeline(
+        input_columns=tuple(columns), max_difference=difference, _transform=transform, _positive=positive
+    )
