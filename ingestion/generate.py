@@ -5,6 +5,12 @@ score ``e ~ Beta(2.0, 2.5)`` (never written) that drives how often they show up,
 how many support tickets they open and how they rate them, whether their payments fail and
 whether they churn. Churners stop producing events, tickets and invoices at their churn date.
 
+Customers signed up between 30 and 400 days before the window, so tenures differ. Free (basic)
+customers and half of pro customers pay month to month and may leave on any day, with a constant
+daily hazard; enterprise customers and the other half of pro customers hold annual contracts
+(never written) and can only leave when one ends, on a signup anniversary. Whether a customer is
+close to a renewal is thus a joint property of plan and tenure, as in real B2B subscriptions.
+
 Each source has a small pure function that turns the world into a typed Arrow table; the
 ``generate`` function wires them together and writes the files. Everything is vectorised with
 NumPy: there is no Python loop over customers, days or events.
@@ -231,6 +237,12 @@ _COUNTRY_WEIGHTS = np.array([0.34, 0.10, 0.09, 0.07, 0.10, 0.07, 0.07, 0.06, 0.0
 # Churners' activity fades over their last four weeks, down to a fifth of their usual rate.
 _FADE_DAYS = 28
 _FADE_FLOOR = 0.2
+# Customers signed up between a month and thirteen months before the window starts, so that every
+# observation time sees some annual contracts in their last month.
+_SIGNUP_GAP_DAYS = (30, 400)
+# Annual contracts run 365 days from signup; enterprise always, pro customers half of the time.
+_CONTRACT_YEAR_DAYS = 365
+_PRO_ANNUAL_SHARE = 0.5
 _MARKETING_WEIGHTS = np.array([0.30, 0.22, 0.15, 0.15, 0.10, 0.08])
 _INDUSTRY_NULL_SHARE = 0.08
 _TICKET_CATEGORY_WEIGHTS = np.array([0.30, 0.20, 0.35, 0.15])
@@ -281,6 +293,8 @@ class Population:
         plan: Current plan code (0 basic, 1 pro, 2 enterprise).
         seats: Seat count.
         signup_day: Signup date as days since the epoch.
+        annual: Whether the customer holds an annual contract (renewing every 365 days from
+            signup); never written.
         churned: Whether the customer churns inside the window.
         churn_s: Churn instant (epoch seconds); meaningful only where `churned`.
         stop_s: When the customer's activity stops: the churn instant, or the window end.
@@ -290,6 +304,7 @@ class Population:
     plan: np.ndarray
     seats: np.ndarray
     signup_day: np.ndarray
+    annual: np.ndarray
     churned: np.ndarray
     churn_s: np.ndarray
     stop_s: np.ndarray
@@ -450,20 +465,40 @@ def build_population(
     seats = rng.integers(seat_low, seat_high + 1)
 
     start_day = window.start_s // _DAY
-    signup_day = start_day - rng.integers(30, 41, n)
+    signup_day = start_day - rng.integers(_SIGNUP_GAP_DAYS[0], _SIGNUP_GAP_DAYS[1] + 1, n)
+    annual = (plan == _ENTERPRISE) | ((plan == _PRO) & (rng.random(n) < _PRO_ANNUAL_SHARE))
 
     # Disengaged customers leave more often; paying customers have more reasons to stay.
     churn_p = np.minimum(0.95, churn_base_rate * (0.4 + 1.4 * (1.0 - engagement) ** 1.6))
     churn_p = churn_p * np.where(paid, 0.75, 1.0)
-    churned = rng.random(n) < churn_p
-    churn_day = rng.integers(window.days // 4, window.days, n)
-    churn_s = window.start_s + churn_day * _DAY + rng.integers(0, _DAY, n)
+    # Churn can happen from day days // 4 of the window on (the span), so that every churner has
+    # some history first. churn_p is the chance of deciding to leave within the span.
+    u = rng.random(n)
+    decides_to_leave = u < churn_p
+    first = window.days // 4
+    span = window.days - first
+    # A month-to-month customer leaves with a constant daily hazard h, where 1 - exp(-h * span)
+    # = churn_p: the leaving time is the exponential inverse CDF of the same uniform, which falls
+    # inside the span exactly when u < churn_p. A constant hazard keeps a remaining customer's
+    # chance of leaving in the next 30 days the same early and late in the window (a uniform
+    # leaving day made it climb towards certainty near the window end).
+    with np.errstate(divide="ignore", invalid="ignore"):
+        leave_days = np.where(decides_to_leave, span * np.log1p(-u) / np.log1p(-churn_p), 0.0)
+    monthly_s = window.start_s + first * _DAY + np.floor(leave_days * _DAY).astype(np.int64)
+    # An annual contract ends on a signup anniversary: its holder decides once, at the first
+    # renewal inside the span, and cannot leave when the span holds no renewal.
+    years = np.maximum(1, -((signup_day - start_day - first) // _CONTRACT_YEAR_DAYS))
+    renewal_day = signup_day + years * _CONTRACT_YEAR_DAYS - start_day
+    renewal_s = window.start_s + renewal_day * _DAY + rng.integers(0, _DAY, n)
+    churn_s = np.where(annual, renewal_s, monthly_s)
+    churned = decides_to_leave & (~annual | (renewal_day < window.days))
     stop_s = np.where(churned, churn_s, window.end_s)
     return Population(
         engagement=engagement,
         plan=plan,
         seats=seats,
         signup_day=signup_day,
+        annual=annual,
         churned=churned,
         churn_s=churn_s,
         stop_s=stop_s,
@@ -642,6 +677,7 @@ def build_support_tickets(pop: Population, window: Window, rng: np.random.Genera
 def build_billing(pop: Population, window: Window, rng: np.random.Generator) -> tuple[pa.Table, np.ndarray]:
     """Monthly invoices of paid customers, from signup until churn or the window end.
 
+    Annual-contract customers are billed monthly too (an annual commitment, billed monthly).
     Plans are the customers' current plans; a few customers changed plan at one invoice
     (mostly pro to enterprise upgrades, some downgrades), so ~2% of invoices carry
     `previous_plan_type` and the invoices before it bill the previous plan.
@@ -679,13 +715,14 @@ def build_billing(pop: Population, window: Window, rng: np.random.Generator) -> 
 
     cust, inv_k = np.nonzero(issued)
     inv_s = due[cust, inv_k]
-    billed = np.where(inv_k < change_k[cust], previous_plan[cust], pop.plan[cust])
+    # Only a changer's invoices before the change bill the previous plan.
+    billed = np.where(changed[cust] & (inv_k < change_k[cust]), previous_plan[cust], pop.plan[cust])
     is_change = inv_k == change_k[cust]
     amount = np.round(pop.seats[cust] * _PLAN_PRICE_PER_SEAT[billed], 2)
 
     # Disengaged customers' cards fail more (the factor averages 1 over Beta(2, 2.5)), and a leaving
     # customer's last invoices bounce more (cancelled cards, disputes); together about 7% fail.
-    fail_p = 0.055 * (0.25 + 1.35 * (1.0 - e[cust]))
+    fail_p = 0.065 * (0.25 + 1.35 * (1.0 - e[cust]))
     leaving = pop.churned[cust] & (pop.stop_s[cust] - inv_s < _FADE_DAYS * _DAY)
     fail_p = np.where(leaving, fail_p + 0.15, fail_p)
     u = rng.random(cust.size)
@@ -1062,8 +1099,13 @@ def generate(
         customers: Number of customers (>= 1).
         days: Window length in days (>= 1).
         seed: Random seed (>= 0).
-        churn_base_rate: Base churn probability in [0, 1]; the realised rate is about
-            `churn_base_rate * 0.986 * (1 - 0.25 * paid_ratio)`.
+        churn_base_rate: Base churn probability in [0, 1]: the chance that a customer decides to
+            leave within the window's last three quarters (scaled by engagement and plan). An
+            annual-contract customer (65% of paid customers) can only act on it when a signup
+            anniversary falls in that part of the window, which happens for a share `r` of them
+            (90/371 for 120 days, from signups spread evenly over 30-400 days before the window).
+            The realised rate is about
+            `churn_base_rate * 0.986 * (1 - 0.25 * paid_ratio - 0.4875 * paid_ratio * (1 - r))`.
         paid_ratio: Share of customers on paid plans (pro or enterprise) in [0, 1].
         start: Window start: a datetime (naive means UTC), a date (00:00 UTC), or None for a
             window of `days` ending at the current UTC hour.

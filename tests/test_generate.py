@@ -165,11 +165,35 @@ def read_typed(result: GenerateResult) -> dict[str, pd.DataFrame]:
     return frames
 
 
-def expected_churn_rate(base: float, paid_ratio: float) -> float:
-    """E[min(.95, base*(0.4 + 1.4(1-e)^1.6))] * (1 - 0.25 paid) for e ~ Beta(2, 2.5), no cap hit."""
+def renewal_share(days: int) -> float:
+    """Share of annual contracts with a renewal where churn can happen, for a `days`-long window.
+
+    Signup lies g = 30..400 whole days before the window (each equally likely); a contract renews
+    on window days 365k - g (k >= 1) and its holder may leave only at the first renewal on or after
+    day days // 4, if that renewal comes before day `days`.
+    """
+    gaps = range(30, 401)
+    hits = 0
+    for g in gaps:
+        renewal = 365 - g
+        while renewal < days // 4:
+            renewal += 365
+        hits += renewal < days
+    return hits / len(gaps)
+
+
+def expected_churn_rate(base: float, paid_ratio: float, days: int) -> float:
+    """E[min(.95, base*(0.4 + 1.4(1-e)^1.6))] * E[plan factor] for e ~ Beta(2, 2.5), no cap hit.
+
+    Free customers keep the full probability; paid ones get 0.75 of it, and the 65% of them on
+    annual contracts (all enterprise = 30% of paid, half of pro = 35%) only when a renewal falls
+    in the churnable part of the window.
+    """
     # E[(1-e)^1.6] = B(2, 2.5 + 1.6) / B(2, 2.5)
     factor = 0.4 + 1.4 * beta_fn(2.0, 4.1) / beta_fn(2.0, 2.5)
-    return base * factor * (1.0 - 0.25 * paid_ratio)
+    annual = 0.30 + 0.70 * 0.5
+    paid_factor = 0.75 * ((1.0 - annual) + annual * renewal_share(days))
+    return base * factor * ((1.0 - paid_ratio) + paid_ratio * paid_factor)
 
 
 @pytest.fixture(scope="module")
@@ -385,7 +409,9 @@ def test_times_lie_between_signup_and_window_end(small_csv: GenerateResult, smal
     start, end = pd.Timestamp(small_csv.start), pd.Timestamp(small_csv.end)
     c = small_frames["customers"].set_index("customer_id")
     signup_gap = (start.normalize() - c["signup_date"]) / DAY
-    assert signup_gap.between(30, 40).all()
+    assert signup_gap.between(30, 400).all()
+    # Spread out: customers of many tenures, not one cohort.
+    assert signup_gap.min() < 60 and signup_gap.max() > 370
     assert (c["ingested_at"] >= c["signup_date"]).all() and (c["ingested_at"] <= end).all()
     for source in ("usage_events", "support_tickets", "billing", "churn_labels"):
         df = small_frames[source]
@@ -458,14 +484,59 @@ def test_plan_changes_are_consistent(big: dict[str, pd.DataFrame]) -> None:
     assert 0.01 < share < 0.03
 
 
+def test_invoices_bill_the_current_plan_unless_it_changed(big: dict[str, pd.DataFrame]) -> None:
+    c = big["customers"].set_index("customer_id")
+    b = big["billing"]
+    changers = set(b.loc[b["previous_plan_type"].notna(), "customer_id"])
+    steady = b[~b["customer_id"].isin(changers)]
+    assert len(steady) > 0
+    assert (steady["plan_type"].to_numpy() == c.loc[steady["customer_id"], "plan_type"].to_numpy()).all()
+
+
+def test_enterprise_customers_leave_only_on_a_signup_anniversary(big: dict[str, pd.DataFrame]) -> None:
+    """Enterprise contracts are annual: a churn date is a whole number of 365-day years after signup."""
+    c = big["customers"].set_index("customer_id")
+    labels = big["churn_labels"].set_index("customer_id")
+    plan = c.loc[labels.index, "plan_type"]
+    tenure = (labels["churn_date"].dt.floor("D") - c.loc[labels.index, "signup_date"]) / DAY
+    enterprise = tenure[plan == "enterprise"]
+    assert len(enterprise) > 0
+    assert ((enterprise % 365 == 0) & (enterprise >= 365)).all()
+    # Free customers pay month to month and leave on any day.
+    basic = tenure[plan == "basic"]
+    assert (basic % 365 != 0).mean() > 0.95
+
+
+def test_month_to_month_churn_has_a_constant_hazard(tmp_path: Path) -> None:
+    """Free customers still there leave at the same rate early and late in the churnable span."""
+    days = 120
+    result = generate(
+        out_dir=tmp_path, customers=20_000, days=days, seed=5, start=START, paid_ratio=0.0, fmt="parquet"
+    )
+    c = pd.read_parquet(result.files["customers"])
+    churn = pd.read_parquet(result.files["churn_labels"])["churn_date"]
+    day = (churn - pd.Timestamp(START)) / DAY
+    first_half = ((day >= 30) & (day < 75)).sum()
+    second_half = ((day >= 75) & (day < 120)).sum()
+    at_risk_first = len(c)
+    at_risk_second = len(c) - first_half
+    # Each customer's hazard is constant; as the riskiest leave first, the population's rate
+    # falls over time. A uniform leaving day (equal counts per day from a shrinking risk set)
+    # would make it climb.
+    assert second_half / at_risk_second < first_half / at_risk_first
+
+
 def test_churn_rate_and_paid_ratio_match_settings(big: dict[str, pd.DataFrame]) -> None:
     c = big["customers"]
     assert len(c) == 4000
     assert c["plan_type"].isin(["pro", "enterprise"]).mean() == pytest.approx(0.35, abs=0.001)
     enterprise = (c["plan_type"] == "enterprise").sum() / c["plan_type"].isin(["pro", "enterprise"]).sum()
     assert enterprise == pytest.approx(0.30, abs=0.04)
-    expected = expected_churn_rate(0.35, 0.35)
-    assert expected == pytest.approx(0.35 * 0.9858 * (1 - 0.0875), abs=1e-3)
+    expected = expected_churn_rate(0.35, 0.35, days=40)
+    # 40 days: churn from day 10; renewals on days 10..39 need g in 326..355, 30 of 371 gaps.
+    assert renewal_share(40) == pytest.approx(30 / 371)
+    by_hand = 0.35 * 0.9858 * (1 - 0.35 + 0.35 * 0.75 * (0.35 + 0.65 * 30 / 371))
+    assert expected == pytest.approx(by_hand, abs=1e-3)
     assert (~c["is_active"]).mean() == pytest.approx(expected, abs=0.03)
     assert len(big["churn_labels"]) == (~c["is_active"]).sum()
 
@@ -478,7 +549,7 @@ def test_churn_rate_follows_other_settings(tmp_path: Path, base: float, paid: fl
     c = pd.read_csv(result.files["customers"])
     assert c["plan_type"].isin(["pro", "enterprise"]).mean() == pytest.approx(paid, abs=0.001)
     # base 0.6 can exceed the 0.95 cap only for e near 0, a negligible mass: the closed form holds.
-    assert (~c["is_active"]).mean() == pytest.approx(expected_churn_rate(base, paid), abs=0.03)
+    assert (~c["is_active"]).mean() == pytest.approx(expected_churn_rate(base, paid, days=5), abs=0.03)
 
 
 def test_behaviour_rates(big: dict[str, pd.DataFrame]) -> None:
@@ -492,7 +563,11 @@ def test_behaviour_rates(big: dict[str, pd.DataFrame]) -> None:
     assert status["failed"] == pytest.approx(0.07, abs=0.02)
     assert status["refunded"] == pytest.approx(0.01, abs=0.006)
     t = big["support_tickets"]
-    assert t["resolution_hours"].isna().mean() == pytest.approx(0.10, abs=0.05)
+    # A tenth stay open by chance; tickets from the last days may also still be in progress at
+    # the end, so look at the first 20 days (no resolution takes that long in practice).
+    early = t[t["created_at"] < start + 20 * DAY]
+    assert len(early) > 200
+    assert early["resolution_hours"].isna().mean() == pytest.approx(0.10, abs=0.04)
 
 
 def test_engagement_links_usage_tickets_and_churn(big: dict[str, pd.DataFrame]) -> None:
