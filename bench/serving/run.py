@@ -286,7 +286,8 @@ def _report(args: argparse.Namespace, table: dict, machine: str, command: str, s
         "log, shadow on); `feast -c feature_repo serve -w 1 --no-access-log --max-requests 0` with the same "
         "`CHURNOPS_HOME`, so both read the project's `feature_repo/` and the same SQLite online store",
         "- endpoints: churnops `POST /predict` (single) and `POST /predict/batch` (100 ids): online read + "
-        "champion `predict_proba` + prediction log; feast `POST /get-online-features` with the "
+        "champion scoring (compiled, `serving/scoring.py`) + prediction log; feast "
+        "`POST /get-online-features` with the "
         "`customer_profile_v1` service: online read only (the floor)",
         "- client: `bench/serving/loadgen.py` (asyncio keep-alive HTTP/1.1 over loopback); closed loop = "
         "each client sends when its last response arrives; paced = open loop, latency from each request's "
