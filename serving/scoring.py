@@ -309,14 +309,25 @@ def compile_pipeline(model: Any, *, probe: pd.DataFrame) -> CompiledPipeline:
     """
     from sklearn.pipeline import Pipeline
 
+    if probe.empty:
+        raise ValueError("compile_pipeline needs at least one probe row to check the replay against")
     if type(model) is not Pipeline or len(model.steps) != 2:
         raise _unsupported(model, "only a two-step preprocess → classifier Pipeline is replayed")
     (_, preprocess), (_, classifier) = model.steps
-    columns, transform = _preprocessor(preprocess)
-    positive = _calibrated(classifier)
+    try:
+        columns, transform = _preprocessor(preprocess)
+        positive = _calibrated(classifier)
+        got = positive(transform(probe, len(probe)))
+    except UnsupportedModel:
+        raise
+    except Exception as exc:
+        # The replay reads fitted attributes, some of them private: a scikit-learn release that
+        # renames or reshapes one lands here, and the model is served through predict_proba.
+        raise UnsupportedModel(
+            f"cannot replay {type(classifier).__name__}: {type(exc).__name__}: {exc}"
+        ) from exc
     expected = model.predict_proba(probe)[:, 1]
-    got = positive(transform(probe, len(probe)))
-    difference = float(np.max(np.abs(got - expected))) if len(probe) else 0.0
+    difference = float(np.max(np.abs(got - expected)))
     if not difference <= TOLERANCE:
         raise UnsupportedModel(
             f"the replayed pipeline differs from predict_proba by {difference:.3g} on the probe rows "

@@ -149,3 +149,21 @@ def test_probe_rows_hold_the_defaults_every_category_and_stay_in_range() -> None
             if f.max is not None:
                 assert probe[f.name].max() <= f.max
             assert probe[f.name].nunique() > 10
+
+
+def test_a_changed_library_internal_means_predict_proba_not_a_crash(monkeypatch: pytest.MonkeyPatch) -> None:
+    model = _fit(build_gradient_boosting)
+
+    def renamed(_: Any) -> None:
+        raise AttributeError("'HistGradientBoostingClassifier' object has no attribute '_predictors'")
+
+    monkeypatch.setattr(serving.scoring, "_gradient_boosting", renamed)
+    with pytest.raises(
+        UnsupportedModel, match=r"cannot replay CalibratedClassifierCV: AttributeError: .*_predictors"
+    ):
+        compile_pipeline(model, probe=probe_frame(CONTRACT))
+
+
+def test_an_empty_probe_is_refused(trained: Pipeline) -> None:
+    with pytest.raises(ValueError, match="at least one probe row"):
+        compile_pipeline(trained, probe=probe_frame(CONTRACT).iloc[:0])
