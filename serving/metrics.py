@@ -64,12 +64,20 @@ class ServingMetrics:
             ["alias"],
             registry=r,
         )
+        self.model_compiled = Gauge(
+            "churnops_model_compiled",
+            "1 when the model behind the alias is scored by the compiled path, 0 when by predict_proba "
+            "(slower; /ready says why) or when none is loaded.",
+            ["alias"],
+            registry=r,
+        )
         self.model_swaps = Counter("churnops_model_swaps", "Times the served models changed.", registry=r)
         self.model_errors = Counter(
             "churnops_model_refresh_errors", "Alias polls that failed (previous models kept).", registry=r
         )
-        self.model_version.labels(alias="champion").set(0)
-        self.model_version.labels(alias="challenger").set(0)
+        for alias in ("champion", "challenger"):
+            self.model_version.labels(alias=alias).set(0)
+            self.model_compiled.labels(alias=alias).set(0)
 
     def watch_log(self, prediction_log: PredictionLog) -> None:
         """Export the prediction log writer's queue and counters.
@@ -103,6 +111,7 @@ class ServingMetrics:
         """
         for alias, model in (("champion", models.champion), ("challenger", models.challenger)):
             self.model_version.labels(alias=alias).set(0 if model is None else float(model.version))
+            self.model_compiled.labels(alias=alias).set(int(model is not None and model.compiled is not None))
         self.model_swaps.inc()
 
     def render(self) -> bytes:

@@ -363,6 +363,8 @@ def test_health_ready_docs_and_metrics(service: httpx.Client) -> None:
     text = service.get("/metrics").text
     assert 'churnops_model_version{alias="champion"} 1.0' in text
     assert 'churnops_model_version{alias="challenger"} 2.0' in text
+    assert 'churnops_model_compiled{alias="champion"} 1.0' in text
+    assert 'churnops_model_compiled{alias="challenger"} 1.0' in text
     assert 'churnops_requests_total{endpoint="/predict",status="200"}' in text
     assert 'churnops_predictions_total{feature_status="default"}' in text
     assert "churnops_request_latency_seconds_bucket" in text
