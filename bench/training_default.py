@@ -118,6 +118,7 @@ def main() -> None:
     parser.add_argument("--customers", type=int, default=2000)
     parser.add_argument("--days", type=int, default=120)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--out", type=Path, default=RESULTS, help="the results file to write")
     args = parser.parse_args()
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     os.environ.setdefault("DO_NOT_TRACK", "true")
@@ -140,7 +141,8 @@ def main() -> None:
         "engineers' jobs while measured, so timings are noisy.",
         "",
         f"Command: `.venv/bin/python bench/training_default.py --seeds {' '.join(map(str, args.seeds))} "
-        f"--customers {args.customers} --days {args.days} --repeats {args.repeats}` "
+        f"--customers {args.customers} --days {args.days} --repeats {args.repeats}"
+        f"{'' if args.out.resolve() == RESULTS else f' --out {args.out}'}` "
         f"(generator start pinned to {START:%Y-%m-%d}; training seed 42).",
         "",
         "Test-window metrics (the latest out-of-time window); chosen = best validation PR AUC.",
@@ -172,8 +174,10 @@ def main() -> None:
         f"test metrics identical in both modes: {'yes' if identical else 'NO'}.",
         "",
     ]
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text("\n".join(lines), encoding="utf-8")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = args.out.with_suffix(".md.tmp")
+    tmp.write_text("\n".join(lines), encoding="utf-8")
+    os.replace(tmp, args.out)
     sys.stdout.write("\n".join(lines) + "\n")
 
 
