@@ -1,9 +1,15 @@
 """Synthetic landing-zone generator: five churn sources as CSV or Parquet files.
 
 The data comes from one latent world per seed. Every customer has a hidden engagement
-score ``e ~ Beta(2.0, 2.5)`` (never written) that drives how often they show up, what they do,
-how many support tickets they open and how they rate them, whether their payments fail and
-whether they churn. Churners stop producing events, tickets and invoices at their churn date.
+score ``e ~ Beta(2.0, 2.5)`` (never written) that drives how often their users show up, what they
+do, how many support tickets they open and how they rate them, and whether their payments fail.
+A second hidden score, seat utilization ``u`` (the share of the account's seats in real use, with
+the same Beta(2.0, 2.5) distribution and rank-correlated with ``e``), drives whether they churn:
+accounts that pay for seats nobody uses are the ones that get cancelled. About ``u * sqrt(seats)``
+people use an account, so its activity grows with seats, sub-linearly; a large account is active
+on most days whatever its utilization, and only its volume relative to its seat count tells how
+much of it is in use. Churners fade over their last four weeks and stop producing events, tickets
+and invoices at their churn date.
 
 Customers signed up between 30 and 400 days before the window, so tenures differ. Free (basic)
 customers and half of pro customers pay month to month and may leave on any day, with a constant
@@ -36,6 +42,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
+from scipy.special import betainc, betaincinv, ndtr, ndtri
 
 from ingestion.atomic import write_atomic
 
@@ -243,6 +250,13 @@ _SIGNUP_GAP_DAYS = (30, 400)
 # Annual contracts run 365 days from signup; enterprise always, pro customers half of the time.
 _CONTRACT_YEAR_DAYS = 365
 _PRO_ANNUAL_SHARE = 0.5
+# Engagement's Beta parameters. Seat utilization, the share of an account's seats in real use,
+# has the same distribution and follows engagement through a Gaussian copula of this correlation.
+_ENGAGEMENT = (2.0, 2.5)
+_UTILIZATION_CORR = 0.3
+# An account has about utilization * seats ** _SEAT_EXPONENT active users (at least one): usage
+# grows with seats, but sub-linearly, as large accounts roll out to teams over time.
+_SEAT_EXPONENT = 0.5
 _MARKETING_WEIGHTS = np.array([0.30, 0.22, 0.15, 0.15, 0.10, 0.08])
 _INDUSTRY_NULL_SHARE = 0.08
 _TICKET_CATEGORY_WEIGHTS = np.array([0.30, 0.20, 0.35, 0.15])
@@ -290,6 +304,8 @@ class Population:
 
     Attributes:
         engagement: Hidden engagement score in (0, 1); never written.
+        utilization: Hidden seat utilization in (0, 1), the share of seats in real use; never
+            written.
         plan: Current plan code (0 basic, 1 pro, 2 enterprise).
         seats: Seat count.
         signup_day: Signup date as days since the epoch.
@@ -301,6 +317,7 @@ class Population:
     """
 
     engagement: np.ndarray
+    utilization: np.ndarray
     plan: np.ndarray
     seats: np.ndarray
     signup_day: np.ndarray
@@ -452,7 +469,7 @@ def build_population(
         The population.
     """
     n = customers
-    engagement = rng.beta(2.0, 2.5, n)
+    engagement = rng.beta(*_ENGAGEMENT, n)
 
     # An exact paid count keeps the realised share equal to the setting, even for small worlds.
     paid = np.zeros(n, dtype=bool)
@@ -468,15 +485,23 @@ def build_population(
     signup_day = start_day - rng.integers(_SIGNUP_GAP_DAYS[0], _SIGNUP_GAP_DAYS[1] + 1, n)
     annual = (plan == _ENTERPRISE) | ((plan == _PRO) & (rng.random(n) < _PRO_ANNUAL_SHARE))
 
-    # Disengaged customers leave more often; paying customers have more reasons to stay.
-    churn_p = np.minimum(0.95, churn_base_rate * (0.4 + 1.4 * (1.0 - engagement) ** 1.6))
-    churn_p = churn_p * np.where(paid, 0.75, 1.0)
-    # Churn can happen from day days // 4 of the window on (the span), so that every churner has
-    # some history first. churn_p is the chance of deciding to leave within the span.
     u = rng.random(n)
-    decides_to_leave = u < churn_p
+    # An annual contract ends on a signup anniversary: its holder decides once, at the first
+    # renewal inside the span (below), and cannot leave when the span holds no renewal.
     first = window.days // 4
     span = window.days - first
+    years = np.maximum(1, -((signup_day - start_day - first) // _CONTRACT_YEAR_DAYS))
+    renewal_day = signup_day + years * _CONTRACT_YEAR_DAYS - start_day
+    renewal_s = window.start_s + renewal_day * _DAY + rng.integers(0, _DAY, n)
+    utilization = _utilization(engagement, rng.standard_normal(n))
+
+    # Accounts that use few of their seats leave more often (shelfware is what gets cancelled at
+    # renewal); paying customers have more reasons to stay. Churn can happen from day days // 4
+    # of the window on (the span), so that every churner has some history first. churn_p is the
+    # chance of deciding to leave within the span.
+    churn_p = np.minimum(0.95, churn_base_rate * (0.4 + 1.4 * (1.0 - utilization) ** 1.6))
+    churn_p = churn_p * np.where(paid, 0.75, 1.0)
+    decides_to_leave = u < churn_p
     # A month-to-month customer leaves with a constant daily hazard h, where 1 - exp(-h * span)
     # = churn_p: the leaving time is the exponential inverse CDF of the same uniform, which falls
     # inside the span exactly when u < churn_p. A constant hazard keeps a remaining customer's
@@ -485,16 +510,12 @@ def build_population(
     with np.errstate(divide="ignore", invalid="ignore"):
         leave_days = np.where(decides_to_leave, span * np.log1p(-u) / np.log1p(-churn_p), 0.0)
     monthly_s = window.start_s + first * _DAY + np.floor(leave_days * _DAY).astype(np.int64)
-    # An annual contract ends on a signup anniversary: its holder decides once, at the first
-    # renewal inside the span, and cannot leave when the span holds no renewal.
-    years = np.maximum(1, -((signup_day - start_day - first) // _CONTRACT_YEAR_DAYS))
-    renewal_day = signup_day + years * _CONTRACT_YEAR_DAYS - start_day
-    renewal_s = window.start_s + renewal_day * _DAY + rng.integers(0, _DAY, n)
     churn_s = np.where(annual, renewal_s, monthly_s)
     churned = decides_to_leave & (~annual | (renewal_day < window.days))
     stop_s = np.where(churned, churn_s, window.end_s)
     return Population(
         engagement=engagement,
+        utilization=utilization,
         plan=plan,
         seats=seats,
         signup_day=signup_day,
@@ -503,6 +524,19 @@ def build_population(
         churn_s=churn_s,
         stop_s=stop_s,
     )
+
+
+def _utilization(engagement: np.ndarray, noise: np.ndarray) -> np.ndarray:
+    """Seat utilization: engagement's Beta(2, 2.5) distribution, tied to it by a Gaussian copula.
+
+    Each customer's engagement quantile is mapped to a standard normal, mixed with independent
+    `noise` at correlation `_UTILIZATION_CORR`, and mapped back through the Beta quantile function,
+    so utilization has exactly engagement's distribution without being the same number.
+    """
+    rho = _UTILIZATION_CORR
+    quantile = np.clip(betainc(*_ENGAGEMENT, engagement), 1e-12, 1.0 - 1e-12)
+    mixed = rho * ndtri(quantile) + math.sqrt(1.0 - rho * rho) * noise
+    return betaincinv(*_ENGAGEMENT, ndtr(mixed))
 
 
 def build_customers(
@@ -573,12 +607,17 @@ def build_usage_events(pop: Population, window: Window, rng: np.random.Generator
     fade = np.where(pop.churned[:, None], np.clip(days_left / _FADE_DAYS, _FADE_FLOOR, 1.0), 1.0).astype(
         np.float32
     )
-    active = (draws < (0.15 + 0.8 * e)[:, None].astype(np.float32) * fade) & (
-        day_start[None, :] < pop.stop_s[:, None]
-    )
+    # Each of the account's active users shows up on a day with an engagement-driven chance; the
+    # account is active when any of them does, so a many-user account is active on most days.
+    users = pop.utilization * pop.seats.astype(np.float64) ** _SEAT_EXPONENT
+    p_user = (0.15 + 0.8 * e)[:, None].astype(np.float32) * fade
+    p_day = 1.0 - (1.0 - p_user) ** np.maximum(1.0, users)[:, None].astype(np.float32)
+    active = (draws < p_day) & (day_start[None, :] < pop.stop_s[:, None])
     act_c, act_d = np.nonzero(active)
 
-    sessions = 1 + rng.binomial(2, 0.2 + 0.6 * e[act_c])
+    # An active day brings one session plus more the more people use the account (fewer as a
+    # churner fades), so volume follows seats and only volume relative to seats shows utilization.
+    sessions = 1 + rng.poisson(users[act_c] * fade[act_c, act_d])
     sess_c = np.repeat(act_c, sessions)
     # Sessions start early enough in the day for their last event to stay on that day.
     sess_start = day_start[np.repeat(act_d, sessions)] + rng.integers(0, _DAY - _HOUR, sess_c.size)
@@ -762,12 +801,13 @@ def build_churn_labels(pop: Population, window: Window, rng: np.random.Generator
     cust = np.flatnonzero(pop.churned)
     cust = cust[np.lexsort((cust, pop.churn_s[cust]))]
     e = pop.engagement[cust]
+    u = pop.utilization[cust]
     paid = pop.paid[cust].astype(np.float64)
     # Columns follow CHURN_REASONS: price, low_usage, missing_features, competitor, support, other.
     weights = np.column_stack(
         [
             0.10 + 0.15 * paid,
-            0.10 + 0.50 * (1.0 - e),
+            0.10 + 0.50 * (1.0 - u),
             np.full(cust.size, 0.15),
             np.full(cust.size, 0.15),
             0.05 + 0.10 * (1.0 - e),
@@ -1100,7 +1140,7 @@ def generate(
         days: Window length in days (>= 1).
         seed: Random seed (>= 0).
         churn_base_rate: Base churn probability in [0, 1]: the chance that a customer decides to
-            leave within the window's last three quarters (scaled by engagement and plan). An
+            leave within the window's last three quarters (scaled by seat utilization and plan). An
             annual-contract customer (65% of paid customers) can only act on it when a signup
             anniversary falls in that part of the window, which happens for a share `r` of them
             (90/371 for 120 days, from signups spread evenly over 30-400 days before the window).

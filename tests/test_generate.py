@@ -15,6 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from scipy import stats
 from scipy.special import beta as beta_fn
 
 from ingestion.generate import (
@@ -32,7 +33,9 @@ from ingestion.generate import (
     TICKET_CATEGORIES,
     TICKET_PRIORITIES,
     GenerateResult,
+    build_population,
     generate,
+    resolve_window,
 )
 
 START = datetime(2026, 3, 1, tzinfo=UTC)
@@ -183,7 +186,10 @@ def renewal_share(days: int) -> float:
 
 
 def expected_churn_rate(base: float, paid_ratio: float, days: int) -> float:
-    """E[min(.95, base*(0.4 + 1.4(1-e)^1.6))] * E[plan factor] for e ~ Beta(2, 2.5), no cap hit.
+    """E[min(.95, base*(0.4 + 1.4(1-u)^1.6))] * E[plan factor] for u ~ Beta(2, 2.5), no cap hit.
+
+    u is the seat utilization, which has engagement's Beta(2, 2.5) distribution (checked in
+    `test_utilization_has_the_distribution_the_churn_rate_assumes`).
 
     Free customers keep the full probability; paid ones get 0.75 of it, and the 65% of them on
     annual contracts (all enterprise = 30% of paid, half of pro = 35%) only when a renewal falls
@@ -580,9 +586,57 @@ def test_engagement_links_usage_tickets_and_churn(big: dict[str, pd.DataFrame]) 
     e = big["usage_events"]
     per_day = e.groupby("customer_id").size().reindex(c.index, fill_value=0) / days_alive
     assert per_day[~c["is_active"]].mean() < 0.8 * per_day[c["is_active"]].mean()
-    # Engaged users score better on quizzes.
+    # Engaged users score better on quizzes and do more in a session. (An account's volume also
+    # follows its seats and their utilization, so the per-session rate is the per-user measure.)
     quiz = e[e["event_type"] == "quiz_attempt"].groupby("customer_id")["quiz_score"].mean()
-    assert quiz.corr(per_day.reindex(quiz.index)) > 0.3
+    logins = e[e["event_type"] == "login"].groupby("customer_id").size()
+    learning = e[e["event_type"] != "login"].groupby("customer_id").size().reindex(logins.index, fill_value=0)
+    assert quiz.corr((learning / logins).reindex(quiz.index)) > 0.3
+
+
+def test_utilization_has_the_distribution_the_churn_rate_assumes() -> None:
+    """Seat utilization is Beta(2, 2.5) like engagement, correlated with it but another number."""
+    pop = build_population(
+        customers=50_000,
+        window=resolve_window(start=START, days=120),
+        churn_base_rate=0.35,
+        paid_ratio=0.35,
+        rng=np.random.default_rng(3),
+    )
+    assert stats.kstest(pop.utilization, stats.beta(2.0, 2.5).cdf).pvalue > 0.01
+    rho = stats.spearmanr(pop.engagement, pop.utilization).statistic
+    assert 0.2 < rho < 0.4
+
+
+def test_usage_follows_seats_and_low_utilization_churns(tmp_path: Path) -> None:
+    """Volume grows with seats, sub-linearly; accounts using little of their seats churn more."""
+    result = generate(
+        out_dir=tmp_path, customers=4000, days=120, seed=21, start=START, paid_ratio=1.0, fmt="parquet"
+    )
+    c = pd.read_parquet(result.files["customers"]).set_index("customer_id")
+    events = pd.read_parquet(result.files["usage_events"])
+    churn = pd.read_parquet(result.files["churn_labels"]).set_index("customer_id")["churn_date"]
+    start = pd.Timestamp(START)
+    churn_day = c.index.to_series().map((churn - start) / DAY)
+    # Usage in the first 30 days (churn starts on day 30); customers who leave before day 60 are
+    # left out, so no fading churner's last weeks fall in the measured month.
+    month = events[events["event_timestamp"] < start + 30 * DAY]
+    logins = month[month["event_type"] == "login"].groupby("customer_id").size()
+    days = month["event_timestamp"].dt.floor("D").groupby(month["customer_id"]).nunique()
+    per_active_day = (logins / days).reindex(c.index, fill_value=0.0)
+
+    enterprise = c[c["plan_type"] == "enterprise"]["seat_count"]
+    few, many = enterprise <= enterprise.quantile(1 / 3), enterprise >= enterprise.quantile(2 / 3)
+    volume_ratio = per_active_day[many.index[many]].mean() / per_active_day[few.index[few]].mean()
+    seat_ratio = enterprise[many].mean() / enterprise[few].mean()
+    assert 1.3 < volume_ratio < seat_ratio
+
+    kept = ~(churn_day < 60)
+    churned = churn_day[kept].notna().to_numpy()
+    utilization = ((per_active_day[kept] - 1.0) / np.sqrt(c.loc[kept, "seat_count"])).to_numpy()
+    tercile = pd.qcut(utilization, 3, labels=False)
+    low, high = churned[tercile == 0].mean(), churned[tercile == 2].mean()
+    assert low > 1.6 * high
 
 
 # ---------------------------------------------------------------------------------------------
