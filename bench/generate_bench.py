@@ -68,9 +68,13 @@ def naive_generate(*, out_dir: Path, customers: int, days: int, seed: int, start
             plan
         ]
         signup = datetime.combine(start.date(), datetime.min.time(), UTC) - timedelta(
-            days=rnd.randint(30, 40)
+            days=rnd.randint(30, 400)
         )
-        p_churn = min(0.95, 0.35 * (0.4 + 1.4 * (1 - e) ** 1.6)) * (0.75 if paid else 1.0)
+        # Seat utilization drawn on its own: the generator's copula to engagement needs a Beta
+        # quantile function the standard library lacks; the amount of work is the same.
+        utilization = rnd.betavariate(2.0, 2.5)
+        users = utilization * math.sqrt(seats)
+        p_churn = min(0.95, 0.35 * (0.4 + 1.4 * (1 - utilization) ** 1.6)) * (0.75 if paid else 1.0)
         churned = rnd.random() < p_churn
         churn = start + timedelta(days=rnd.randint(days // 4, days - 1), seconds=rnd.randint(0, 86_399))
         stop = churn if churned else end
@@ -96,9 +100,9 @@ def naive_generate(*, out_dir: Path, customers: int, days: int, seed: int, start
                             (created + timedelta(hours=hours)).strftime(iso),
                         ]
                     )
-            if rnd.random() >= 0.15 + 0.8 * e:
+            if rnd.random() >= 1 - (1 - (0.15 + 0.8 * e)) ** max(1.0, users):
                 continue
-            for _ in range(1 + sum(rnd.random() < 0.2 + 0.6 * e for _ in range(2))):
+            for _ in range(1 + poisson(rnd, users)):
                 session = day + timedelta(seconds=rnd.randint(0, 86_400 - 3_600))
                 events = [("login", 0)]
                 events += [
