@@ -52,6 +52,13 @@ def _ordinal_block(encoder: Any, columns: list[str]) -> Block:
     if getattr(encoder, "_infrequent_enabled", False):
         raise _unsupported(encoder, "infrequent categories are not replayed")
     unknown = float(encoder.unknown_value)
+    missing = float(encoder.encoded_missing_value)
+    # A missing input (None, NaN) is looked up like an unseen one, which is exact only when both
+    # encode alike and no category is itself missing.
+    if not (missing == unknown or (np.isnan(missing) and np.isnan(unknown))) or any(
+        pd.isna(value) for cats in encoder.categories_ for value in cats
+    ):
+        raise _unsupported(encoder, "a missing value must encode like an unseen one")
     lookups = [{value: float(code) for code, value in enumerate(cats)} for cats in encoder.categories_]
 
     def block(data: Columns, n: int) -> np.ndarray:

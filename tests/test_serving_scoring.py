@@ -68,11 +68,13 @@ def trained(request: pytest.FixtureRequest) -> Pipeline:
 
 def test_compiled_probabilities_are_those_of_predict_proba(trained: Pipeline) -> None:
     compiled = compile_pipeline(trained, probe=probe_frame(CONTRACT))
-    # Fresh rows, not the probe: another seed, plan values the model never saw, and the defaults.
+    # Fresh rows, not the probe: another seed, plan values the model never saw, the defaults and
+    # missing plans.
     rows = pd.concat(
         [
             _rows(500, 99, plans=[*PLANS, "unknown", "platinum"]),
             pd.DataFrame([CONTRACT.defaults]),
+            _rows(3, 98).assign(plan_type=None),
         ],
         ignore_index=True,
     )
@@ -167,3 +169,11 @@ def test_a_changed_library_internal_means_predict_proba_not_a_crash(monkeypatch:
 def test_an_empty_probe_is_refused(trained: Pipeline) -> None:
     with pytest.raises(ValueError, match="at least one probe row"):
         compile_pipeline(trained, probe=probe_frame(CONTRACT).iloc[:0])
+
+
+def test_an_ordinal_encoder_that_encodes_missing_apart_from_unseen_is_refused() -> None:
+    model = _fit(build_gradient_boosting)
+    encoder = model.named_steps["preprocess"].named_transformers_["categorical"]
+    encoder.encoded_missing_value = -2
+    with pytest.raises(UnsupportedModel, match="a missing value must encode like an unseen one"):
+        compile_pipeline(model, probe=probe_frame(CONTRACT))
