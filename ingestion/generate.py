@@ -507,7 +507,9 @@ def build_population(
     # inside the span exactly when u < churn_p. A constant hazard keeps a remaining customer's
     # chance of leaving in the next 30 days the same early and late in the window (a uniform
     # leaving day made it climb towards certainty near the window end).
-    with np.errstate(divide="ignore", invalid="ignore"):
+    # np.where computes both branches: for customers who stay, a churn_p of 0 (or one so small
+    # that its log underflows) divides by ~0 in the branch that is then thrown away.
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         leave_days = np.where(decides_to_leave, span * np.log1p(-u) / np.log1p(-churn_p), 0.0)
     monthly_s = window.start_s + first * _DAY + np.floor(leave_days * _DAY).astype(np.int64)
     churn_s = np.where(annual, renewal_s, monthly_s)
