@@ -95,7 +95,7 @@ class ModelSet:
 
 
 def load_version(
-    *, tracking_uri: str, name: str, version: str, available: list[str], probe: pd.DataFrame | None = None
+    *, tracking_uri: str, name: str, version: str, available: list[str], probe: pd.DataFrame
 ) -> LoadedModel:
     """Load one registered version and check that the online features cover its inputs.
 
@@ -104,8 +104,7 @@ def load_version(
         name: The registered model's name.
         version: The version to load.
         available: The columns online serving can provide.
-        probe: Feature rows on which a fast scoring path must match `predict_proba`; None
-            scores with `predict_proba` only.
+        probe: Feature rows on which the compiled scoring path must match `predict_proba`.
 
     Returns:
         The loaded model.
@@ -146,13 +145,12 @@ def load_version(
         )
     if not hasattr(model, "predict_proba"):
         raise ModelLoadError(f"{uri} is a {type(model).__name__}, which has no predict_proba")
-    compiled, note = None, "no probe rows given"
-    if probe is not None:
-        try:
-            compiled, note = compile_pipeline(model, probe=probe[columns]), None
-        except UnsupportedModel as exc:
-            note = str(exc)
-            log.warning("%s is scored through predict_proba (slower): %s", uri, exc)
+    compiled, note = None, None
+    try:
+        compiled = compile_pipeline(model, probe=probe[columns])
+    except UnsupportedModel as exc:
+        note = str(exc)
+        log.warning("%s is scored through predict_proba (slower): %s", uri, exc)
     return LoadedModel(
         name=name,
         version=str(version),
@@ -183,7 +181,7 @@ class ModelWatcher:
         challenger_alias: The alias scored in shadow mode.
         with_challenger: Load the challenger too (shadow mode).
         available_columns: The columns online serving can provide.
-        probe: Feature rows that check each loaded model's fast scoring path (None: no fast path).
+        probe: Feature rows that check each loaded model's compiled scoring path.
         interval_s: Seconds between polls.
         on_change: Called with the new `ModelSet` after every swap.
         on_error: Called with a message when a refresh fails (the previous models stay).
@@ -199,7 +197,7 @@ class ModelWatcher:
         with_challenger: bool,
         available_columns: list[str],
         interval_s: float,
-        probe: pd.DataFrame | None = None,
+        probe: pd.DataFrame,
         on_change: Callable[[ModelSet], None] | None = None,
         on_error: Callable[[str], None] | None = None,
     ) -> None:

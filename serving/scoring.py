@@ -44,13 +44,16 @@ def _unsupported(what: object, why: str) -> UnsupportedModel:
     return UnsupportedModel(f"{type(what).__name__}: {why}")
 
 
-def _ordinal_block(encoder: Any, columns: list[str]) -> Block:
-    from sklearn.preprocessing import OrdinalEncoder
-
-    if type(encoder) is not OrdinalEncoder or encoder.handle_unknown != "use_encoded_value":
-        raise _unsupported(encoder, "only OrdinalEncoder(handle_unknown='use_encoded_value') is replayed")
+def _category_lookups(encoder: Any, code: Callable[[int], Any]) -> list[dict[Any, Any]]:
+    """Per input column, each category's code; refuses infrequent-category grouping."""
     if getattr(encoder, "_infrequent_enabled", False):
         raise _unsupported(encoder, "infrequent categories are not replayed")
+    return [{value: code(k) for k, value in enumerate(cats)} for cats in encoder.categories_]
+
+
+def _ordinal_block(encoder: Any, columns: list[str]) -> Block:
+    if encoder.handle_unknown != "use_encoded_value":
+        raise _unsupported(encoder, "only OrdinalEncoder(handle_unknown='use_encoded_value') is replayed")
     unknown = float(encoder.unknown_value)
     missing = float(encoder.encoded_missing_value)
     # A missing input (None, NaN) is looked up like an unseen one, which is exact only when both
@@ -59,7 +62,7 @@ def _ordinal_block(encoder: Any, columns: list[str]) -> Block:
         pd.isna(value) for cats in encoder.categories_ for value in cats
     ):
         raise _unsupported(encoder, "a missing value must encode like an unseen one")
-    lookups = [{value: float(code) for code, value in enumerate(cats)} for cats in encoder.categories_]
+    lookups = _category_lookups(encoder, float)
 
     def block(data: Columns, n: int) -> np.ndarray:
         out = np.empty((n, len(columns)))
@@ -71,18 +74,10 @@ def _ordinal_block(encoder: Any, columns: list[str]) -> Block:
 
 
 def _one_hot_block(encoder: Any, columns: list[str]) -> Block:
-    from sklearn.preprocessing import OneHotEncoder
-
-    if (
-        type(encoder) is not OneHotEncoder
-        or encoder.handle_unknown != "ignore"
-        or (encoder.drop_idx_ is not None)
-    ):
+    if encoder.handle_unknown != "ignore" or encoder.drop_idx_ is not None:
         raise _unsupported(encoder, "only OneHotEncoder(handle_unknown='ignore', drop=None) is replayed")
-    if getattr(encoder, "_infrequent_enabled", False):
-        raise _unsupported(encoder, "infrequent categories are not replayed")
     offsets = np.cumsum([0, *(len(c) for c in encoder.categories_)])
-    lookups = [{value: code for code, value in enumerate(cats)} for cats in encoder.categories_]
+    lookups = _category_lookups(encoder, int)
 
     def block(data: Columns, n: int) -> np.ndarray:
         out = np.zeros((n, int(offsets[-1])))
@@ -104,10 +99,6 @@ def _numeric(data: Columns, columns: list[str], n: int) -> np.ndarray:
 
 
 def _scaler_block(scaler: Any, columns: list[str]) -> Block:
-    from sklearn.preprocessing import StandardScaler
-
-    if type(scaler) is not StandardScaler:
-        raise _unsupported(scaler, "only StandardScaler is replayed")
     mean = scaler.mean_ if scaler.with_mean else None
     scale = scaler.scale_ if scaler.with_std else None
 
@@ -126,7 +117,7 @@ def _passthrough_block(columns: list[str]) -> Block:
     return lambda data, n: _numeric(data, columns, n)
 
 
-def _preprocessor(transformer: Any) -> tuple[list[str], Callable[[Columns, int], np.ndarray]]:
+def _preprocessor(transformer: Any) -> Callable[[Columns, int], np.ndarray]:
     from sklearn.compose import ColumnTransformer
     from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, OrdinalEncoder, StandardScaler
 
@@ -134,31 +125,31 @@ def _preprocessor(transformer: Any) -> tuple[list[str], Callable[[Columns, int],
         raise _unsupported(transformer, "the pipeline's first step must be a ColumnTransformer")
     if getattr(transformer, "sparse_output_", False):
         raise _unsupported(transformer, "sparse output is not replayed")
+    # Exact types: a subclass may change what a step computes.
+    builders: dict[type, Callable[[Any, list[str]], Block]] = {
+        OrdinalEncoder: _ordinal_block,
+        OneHotEncoder: _one_hot_block,
+        StandardScaler: _scaler_block,
+    }
     blocks: list[Block] = []
-    inputs: list[str] = []
     for _, step, columns in transformer.transformers_:
-        names = [str(c) for c in columns]
         if not all(isinstance(c, str) for c in columns):
             raise _unsupported(transformer, "columns must be selected by name")
+        names = list(columns)
         if step == "drop" or not names:
             continue
-        inputs.extend(names)
         # A fitted ColumnTransformer holds "passthrough" as an identity FunctionTransformer.
         if step == "passthrough" or (type(step) is FunctionTransformer and step.func is None):
             blocks.append(_passthrough_block(names))
-        elif isinstance(step, OrdinalEncoder):
-            blocks.append(_ordinal_block(step, names))
-        elif isinstance(step, OneHotEncoder):
-            blocks.append(_one_hot_block(step, names))
-        elif isinstance(step, StandardScaler):
-            blocks.append(_scaler_block(step, names))
+        elif type(step) in builders:
+            blocks.append(builders[type(step)](step, names))
         else:
             raise _unsupported(step, "this transformer is not replayed")
 
     def transform(data: Columns, n: int) -> np.ndarray:
         return np.hstack([block(data, n) for block in blocks])
 
-    return inputs, transform
+    return transform
 
 
 def _category_codes(model: Any) -> Callable[[np.ndarray], np.ndarray]:
@@ -276,15 +267,8 @@ def _calibrated(classifier: Any) -> Callable[[np.ndarray], np.ndarray]:
 
 @dataclass(frozen=True)
 class CompiledPipeline:
-    """A fitted pipeline's churn probability, computed without scikit-learn's per-call machinery.
+    """A fitted pipeline's churn probability, computed without scikit-learn's per-call machinery."""
 
-    Attributes:
-        input_columns: The columns the pipeline reads.
-        max_difference: Largest difference from `predict_proba` seen on the probe rows.
-    """
-
-    input_columns: tuple[str, ...]
-    max_difference: float
     _transform: Callable[[Columns, int], np.ndarray]
     _positive: Callable[[np.ndarray], np.ndarray]
 
@@ -322,7 +306,7 @@ def compile_pipeline(model: Any, *, probe: pd.DataFrame) -> CompiledPipeline:
         raise _unsupported(model, "only a two-step preprocess → classifier Pipeline is replayed")
     (_, preprocess), (_, classifier) = model.steps
     try:
-        columns, transform = _preprocessor(preprocess)
+        transform = _preprocessor(preprocess)
         positive = _calibrated(classifier)
         got = positive(transform(probe, len(probe)))
     except UnsupportedModel:
@@ -340,6 +324,4 @@ def compile_pipeline(model: Any, *, probe: pd.DataFrame) -> CompiledPipeline:
             f"the replayed pipeline differs from predict_proba by {difference:.3g} on the probe rows "
             f"(tolerance {TOLERANCE:g})"
         )
-    return CompiledPipeline(
-        input_columns=tuple(columns), max_difference=difference, _transform=transform, _positive=positive
-    )
+    return CompiledPipeline(_transform=transform, _positive=positive)
