@@ -73,6 +73,15 @@ class Connection:
         self.writer.close()
 
 
+async def _send(conn: Connection, port: int, request: bytes) -> tuple[Connection, int]:
+    """Post on `conn`; a broken connection counts as status 0 and is replaced by a new one."""
+    try:
+        return conn, await conn.post(request)
+    except (OSError, asyncio.IncompleteReadError):
+        conn.close()
+        return await Connection.open(port), 0
+
+
 def prepare(path: str, payload: dict) -> bytes:
     """A complete POST request with a JSON body.
 
@@ -120,12 +129,7 @@ async def closed_loop(
                 i = next_index
                 next_index += 1
                 start = time.perf_counter()
-                try:
-                    status = await conn.post(prepared[i])
-                except (OSError, asyncio.IncompleteReadError):
-                    status = 0
-                    conn.close()
-                    conn = await Connection.open(port)
+                conn, status = await _send(conn, port, prepared[i])
                 latencies[i] = (time.perf_counter() - start) * 1e3
                 errors += status != 200
         finally:
@@ -171,13 +175,7 @@ async def paced(
 
     async def one(i: int, due: float) -> None:
         nonlocal errors
-        conn = await pool.get()
-        try:
-            status = await conn.post(prepared[i])
-        except (OSError, asyncio.IncompleteReadError):
-            status = 0
-            conn.close()
-            conn = await Connection.open(port)
+        conn, status = await _send(await pool.get(), port, prepared[i])
         latencies[i] = (time.perf_counter() - due) * 1e3
         errors += status != 200
         pool.put_nowait(conn)
