@@ -277,11 +277,7 @@ def _testing(
     if isinstance(check, AcceptedValuesCheck):
         values = ", ".join("'" + v.replace("'", "''") + "'" for v in contract.column(check.column).enum or [])
         col = _q(check.column)
-        share = _scalar(
-            con,
-            f"SELECT avg(CASE WHEN {col} IN ({values}) THEN 1.0 ELSE 0.0 END) FROM {table} "
-            f"WHERE {col} IS NOT NULL",
-        )
+        share = _non_null_share(con, table, col, f"{col} IN ({values})")
         return _ratio_result(
             source, "accepted_values", check.column, _float(share), check.threshold, "values are in the enum"
         )
@@ -293,11 +289,7 @@ def _testing(
             bounds.append(f"{col} >= {column.minimum!r}")
         if column.maximum is not None:
             bounds.append(f"{col} <= {column.maximum!r}")
-        share = _scalar(
-            con,
-            f"SELECT avg(CASE WHEN {' AND '.join(bounds)} THEN 1.0 ELSE 0.0 END) FROM {table} "
-            f"WHERE {col} IS NOT NULL",
-        )
+        share = _non_null_share(con, table, col, " AND ".join(bounds))
         return _ratio_result(
             source, "range", check.column, _float(share), check.threshold, "values are in range"
         )
@@ -335,6 +327,13 @@ def _testing(
 
 def _float(value: Any) -> float | None:
     return None if value is None else float(value)
+
+
+def _non_null_share(con: duckdb.DuckDBPyConnection, table: str, col: str, predicate: str) -> Any:
+    """The share of the rows with a value in `col` for which `predicate` holds (None: no such rows)."""
+    return _scalar(
+        con, f"SELECT avg(CASE WHEN {predicate} THEN 1.0 ELSE 0.0 END) FROM {table} WHERE {col} IS NOT NULL"
+    )
 
 
 def write_load_state(lake_dir: Path, source: str, *, mode: Literal["live", "backfill"], batch: str) -> None:
