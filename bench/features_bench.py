@@ -44,10 +44,10 @@ for key, value in {
 }.items():
     os.environ.setdefault(key, value)
 
-from contracts.feature_contract import load_feature_contract  # noqa: E402
-from features import compute  # noqa: E402
-from features.build import build_features, to_us  # noqa: E402
-from ingestion.lake import partition_path  # noqa: E402
+from churnops.contracts.feature_contract import load_feature_contract  # noqa: E402
+from churnops.features import compute  # noqa: E402
+from churnops.features.build import build_features, to_us  # noqa: E402
+from churnops.ingestion.lake import partition_path  # noqa: E402
 
 CONTRACT = load_feature_contract()
 START = datetime(2026, 1, 1, tzinfo=UTC)
@@ -285,8 +285,8 @@ def file_store_repo(home: Path, work: Path) -> Path:
 def bench_training(home: Path, work: Path, rows: int, until: datetime, runs: int) -> dict[str, object]:
     from feast import FeatureStore
 
-    from features.store import apply, open_store
-    from features.training_set import get_training_set
+    from churnops.features.store import apply, open_store
+    from churnops.features.training_set import get_training_set
 
     lake = home / "data" / "lake"
     entities = entity_rows(lake, rows, until)

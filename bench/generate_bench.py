@@ -28,7 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ingestion.generate import SCHEMAS, generate
+from churnops.ingestion.generate import SCHEMAS, generate
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 SECTION = "## generate"

@@ -32,9 +32,9 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from contracts.source_contract import SourceContract, load_source_contracts
-from ingestion.generate import generate
-from ingestion.ingest import ingest
+from churnops.contracts.source_contract import SourceContract, load_source_contracts
+from churnops.ingestion.generate import generate
+from churnops.ingestion.ingest import ingest
 
 START = date(2026, 1, 1)
 DAYS = 120

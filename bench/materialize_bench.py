@@ -49,7 +49,7 @@ sys.path.insert(0, str(REPO / "bench"))
 
 from features_bench import CONTRACT, START, generate_lake  # noqa: E402
 
-from features.build import build_features  # noqa: E402
+from churnops.features.build import build_features  # noqa: E402
 
 TABLE = "churnops_customer_profile_30d"
 
@@ -82,8 +82,8 @@ def make_home(work: Path, name: str, customers: int, days: int) -> tuple[Path, d
 
 def bench_end_to_end(home: Path, until: datetime, runs: int) -> dict[str, object]:
     """Ours vs Feast's `store.materialize`, alternating, each at a new refresh time."""
-    from features.materialize import materialize
-    from features.store import apply, open_store
+    from churnops.features.materialize import materialize
+    from churnops.features.store import apply, open_store
 
     store = open_store(home=home)
     apply(store)
@@ -174,10 +174,16 @@ def _floor(path: Path, source_db: Path, rows: list[tuple]) -> float:
 
 def bench_online(home: Path, work: Path, customers: int, runs: int, feast_runs: int) -> dict[str, object]:
     """The online load alone for `customers` customers: ours, Feast's writer, the floor."""
-    from features import online
-    from features.naming import view_name
-    from features.store import open_store
-    from features.table import CREATED_TIMESTAMP, EVENT_TIMESTAMP, SNAPSHOT_TS, read_latest, table_schema
+    from churnops.features import online
+    from churnops.features.naming import view_name
+    from churnops.features.store import open_store
+    from churnops.features.table import (
+        CREATED_TIMESTAMP,
+        EVENT_TIMESTAMP,
+        SNAPSHOT_TS,
+        read_latest,
+        table_schema,
+    )
 
     store = open_store(home=home)
     view = store.get_feature_view(view_name(CONTRACT))

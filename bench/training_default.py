@@ -27,21 +27,21 @@ import pandas as pd
 from mlflow import MlflowClient
 from sklearn.metrics import roc_auc_score
 
-import training.fit
-from contracts.feature_contract import load_feature_contract
-from training.split import Split, SplitDates
+from churnops.contracts.feature_contract import load_feature_contract
+from churnops.training import fit
+from churnops.training.split import Split, SplitDates
 
 RESULTS = Path(__file__).resolve().parent / "results" / "training.md"
 START = datetime(2026, 6, 1, tzinfo=UTC)
 
 
 def one_world(*, seed: int, customers: int, days: int) -> dict[str, object]:
+    from churnops.features.build import build_features
+    from churnops.features.store import apply, open_store
+    from churnops.ingestion.generate import generate
+    from churnops.ingestion.ingest import ingest
     from churnops.settings import open_workspace
-    from features.build import build_features
-    from features.store import apply, open_store
-    from ingestion.generate import generate
-    from ingestion.ingest import ingest
-    from training.train import train
+    from churnops.training.train import train
 
     with tempfile.TemporaryDirectory(prefix="churnops-bench-training-") as tmp:
         ws = open_workspace(Path(tmp))
@@ -104,7 +104,7 @@ def roc_difference(*, windows: dict[str, pd.DataFrame], resamples: int) -> tuple
     Returns:
         The observed difference and the 2.5% and 97.5% bootstrap quantiles.
     """
-    fitted = training.fit.fit_candidates(split=split_of(windows), contract=load_feature_contract(), seed=42)
+    fitted = fit.fit_candidates(split=split_of(windows), contract=load_feature_contract(), seed=42)
     y = fitted.test_labels
     lr = fitted.candidates["logistic_regression"].test_scores
     hgb = fitted.candidates["hist_gradient_boosting"].test_scores
@@ -134,15 +134,15 @@ def time_fits(*, windows: dict[str, pd.DataFrame], repeats: int) -> tuple[dict[s
     medians: dict[str, float] = {}
     metrics: dict[str, dict[str, dict[str, float]]] = {}
     for label, threads in (("1 thread", 1), ("default threads", None)):
-        training.fit.THREADS = threads
+        fit.THREADS = threads
         runs = []
         for _ in range(repeats):
             began = time.perf_counter()
-            fitted = training.fit.fit_candidates(split=split, contract=contract, seed=42)
+            fitted = fit.fit_candidates(split=split, contract=contract, seed=42)
             runs.append(time.perf_counter() - began)
         medians[label] = statistics.median(runs)
         metrics[label] = {name: c.test for name, c in fitted.candidates.items()}
-    training.fit.THREADS = 1
+    fit.THREADS = 1
     return medians, metrics["1 thread"] == metrics["default threads"]
 
 

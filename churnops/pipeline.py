@@ -47,7 +47,7 @@ class StepResult:
 
 
 def step_generate(ws: Workspace, opts: DemoOptions) -> str:
-    from ingestion.generate import generate
+    from churnops.ingestion.generate import generate
 
     result = generate(out_dir=ws.landing, customers=opts.customers, days=opts.days, seed=opts.seed)
     rows = ", ".join(f"{name} {count:,}" for name, count in result.rows.items())
@@ -55,7 +55,7 @@ def step_generate(ws: Workspace, opts: DemoOptions) -> str:
 
 
 def step_ingest(ws: Workspace, opts: DemoOptions) -> str:
-    from ingestion.ingest import ingest
+    from churnops.ingestion.ingest import ingest
 
     report = ingest(
         landing_dir=ws.landing, lake_dir=ws.lake, quarantine_dir=ws.quarantine, log_db=ws.ingestion_log
@@ -71,8 +71,8 @@ def step_ingest(ws: Workspace, opts: DemoOptions) -> str:
 
 
 def step_features(ws: Workspace, opts: DemoOptions) -> str:
-    from contracts.feature_contract import load_feature_contract
-    from features.build import build_features
+    from churnops.contracts.feature_contract import load_feature_contract
+    from churnops.features.build import build_features
 
     report = build_features(lake_dir=ws.lake, features_dir=ws.features, contract=load_feature_contract())
     return (
@@ -82,7 +82,7 @@ def step_features(ws: Workspace, opts: DemoOptions) -> str:
 
 
 def step_apply(ws: Workspace, opts: DemoOptions) -> str:
-    from features.store import apply, open_store
+    from churnops.features.store import apply, open_store
 
     store = open_store(home=ws.home)
     apply(store)
@@ -90,9 +90,9 @@ def step_apply(ws: Workspace, opts: DemoOptions) -> str:
 
 
 def step_materialize(ws: Workspace, opts: DemoOptions) -> str:
-    from contracts.feature_contract import load_feature_contract
-    from features.materialize import materialize
-    from features.store import open_store
+    from churnops.contracts.feature_contract import load_feature_contract
+    from churnops.features.materialize import materialize
+    from churnops.features.store import open_store
 
     report = materialize(
         store=open_store(home=ws.home),
@@ -107,10 +107,10 @@ def step_materialize(ws: Workspace, opts: DemoOptions) -> str:
 
 
 def step_parity(ws: Workspace, opts: DemoOptions) -> str:
-    from contracts.feature_contract import load_feature_contract
-    from features.materialize import refresh_time
-    from features.parity import check_parity
-    from features.store import open_store
+    from churnops.contracts.feature_contract import load_feature_contract
+    from churnops.features.materialize import refresh_time
+    from churnops.features.parity import check_parity
+    from churnops.features.store import open_store
 
     contract = load_feature_contract()
     report = check_parity(
@@ -128,8 +128,8 @@ def step_parity(ws: Workspace, opts: DemoOptions) -> str:
 
 
 def step_train(ws: Workspace, opts: DemoOptions) -> str:
-    from features.store import open_store
-    from training.train import train
+    from churnops.features.store import open_store
+    from churnops.training.train import train
 
     result = train(
         store=open_store(home=ws.home),

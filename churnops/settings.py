@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from churnops.config import FEATURE_STORE_YAML_ENV, Backends
+from churnops.feature_repo import FEATURE_REPO
 
 HOME_ENV = "CHURNOPS_HOME"
 REPO_ROOT = Path(__file__).resolve().parents[1]
-FEATURE_REPO = REPO_ROOT / "feature_repo"
 
 # Nothing in this project may try to reach the internet: MLflow, Feast and
 # Evidently all phone home unless told not to.
@@ -107,8 +107,16 @@ class Workspace:
         return self.data / "predictions"
 
 
+def default_home() -> Path:
+    """The home when none is named: the source checkout's root, or the current folder.
+
+    An installed wheel has no checkout; writing into site-packages would be wrong.
+    """
+    return REPO_ROOT if (REPO_ROOT / "pyproject.toml").is_file() else Path.cwd()
+
+
 def resolve_home(home: Path | None = None) -> Path:
-    """Pick the home: the explicit argument, else `$CHURNOPS_HOME`, else the repository root.
+    """Pick the home: the explicit argument, else `$CHURNOPS_HOME`, else `default_home()`.
 
     Args:
         home: A folder given on the command line, or None.
@@ -118,7 +126,7 @@ def resolve_home(home: Path | None = None) -> Path:
     """
     if home is None:
         env = os.environ.get(HOME_ENV)
-        home = Path(env) if env else REPO_ROOT
+        home = Path(env) if env else default_home()
     return home.expanduser().resolve()
 
 

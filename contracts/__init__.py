@@ -1,5 +1,5 @@
 """Executable data contracts: the YAML files and the typed models that load and enforce them."""
 
-from contracts.errors import ContractError
+from churnops.contracts.errors import ContractError
 
 __all__ = ["ContractError"]

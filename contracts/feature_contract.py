@@ -13,8 +13,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from contracts.durations import Duration
-from contracts.errors import ContractError, parse_contract_file
+from churnops.contracts.durations import Duration
+from churnops.contracts.errors import ContractError, parse_contract_file
 
 FEATURES_DIR = Path(__file__).resolve().parent / "features"
 DEFAULT_FEATURE_CONTRACT = FEATURES_DIR / "customer_profile.v1.yaml"

@@ -18,8 +18,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from contracts.durations import Duration
-from contracts.errors import ContractError, parse_contract_file
+from churnops.contracts.durations import Duration
+from churnops.contracts.errors import ContractError, parse_contract_file
 
 SOURCES_DIR = Path(__file__).resolve().parent / "sources"
 

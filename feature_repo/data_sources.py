@@ -1,5 +1,5 @@
 """The offline feature table under `$CHURNOPS_HOME/data/features`, as a Feast file source."""
 
-from features.definitions import repo_definitions
+from churnops.features.definitions import repo_definitions
 
 customer_profile_source = repo_definitions().source

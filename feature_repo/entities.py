@@ -1,5 +1,5 @@
 """The `customer` entity (join key `customer_id`), built from the feature contract."""
 
-from features.definitions import repo_definitions
+from churnops.features.definitions import repo_definitions
 
 customer = repo_definitions().entity

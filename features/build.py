@@ -27,10 +27,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from contracts.feature_contract import FeatureContract
-from features import compute, table
-from features.compute import KEY_TS, Layout
-from ingestion.atomic import write_atomic
+from churnops.contracts.feature_contract import FeatureContract
+from churnops.features import compute, table
+from churnops.features.compute import KEY_TS, Layout
+from churnops.ingestion.atomic import write_atomic
 
 STATE_FILE = "_build_state.json"
 _INFINITY_US = 2**62

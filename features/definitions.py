@@ -12,9 +12,13 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from contracts.feature_contract import DEFAULT_FEATURE_CONTRACT, FeatureContract, load_feature_contract
-from features.naming import FEAST_SUBDIR, FEATURES_SUBDIR, service_name, source_name, view_name
-from features.table import CREATED_TIMESTAMP, EVENT_TIMESTAMP, SNAPSHOT_TS, table_glob
+from churnops.contracts.feature_contract import (
+    DEFAULT_FEATURE_CONTRACT,
+    FeatureContract,
+    load_feature_contract,
+)
+from churnops.features.naming import FEAST_SUBDIR, FEATURES_SUBDIR, service_name, source_name, view_name
+from churnops.features.table import CREATED_TIMESTAMP, EVENT_TIMESTAMP, SNAPSHOT_TS, table_glob
 
 if TYPE_CHECKING:
     from feast import Entity, FeatureService, FeatureView, FileSource

@@ -15,11 +15,11 @@ from typing import TYPE_CHECKING
 
 import pyarrow as pa
 
-from contracts.feature_contract import FeatureContract
-from features import compute, table
-from features.build import BuildReport, build_features, to_rows, to_us, write_snapshots
-from features.compute import KEY_TS, Layout
-from features.online import write_online
+from churnops.contracts.feature_contract import FeatureContract
+from churnops.features import compute, table
+from churnops.features.build import BuildReport, build_features, to_rows, to_us, write_snapshots
+from churnops.features.compute import KEY_TS, Layout
+from churnops.features.online import write_online
 
 if TYPE_CHECKING:
     from feast import FeatureStore
@@ -118,7 +118,7 @@ def materialize(
     Raises:
         ValueError: When the store's source does not read `features_dir`'s table.
     """
-    from features.naming import view_name
+    from churnops.features.naming import view_name
 
     started = time.perf_counter()
     at = refresh_time(at)
@@ -149,7 +149,7 @@ def materialize(
 
 def last_materialized(store: FeatureStore, contract: FeatureContract) -> datetime | None:
     """The end of the view's latest materialization interval, or None when never materialized."""
-    from features.naming import view_name
+    from churnops.features.naming import view_name
 
     intervals = store.get_feature_view(view_name(contract)).materialization_intervals
     if not intervals:

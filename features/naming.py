@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from contracts.durations import format_duration
-from contracts.feature_contract import FeatureContract
+from churnops.contracts.durations import format_duration
+from churnops.contracts.feature_contract import FeatureContract
 
 # Home-relative folders; they mirror `churnops.settings.Workspace` and `feature_store.yaml`.
 FEATURES_SUBDIR = ("data", "features")

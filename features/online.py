@@ -24,7 +24,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from features.table import CREATED_TIMESTAMP, EVENT_TIMESTAMP, SNAPSHOT_TS
+from churnops.features.table import CREATED_TIMESTAMP, EVENT_TIMESTAMP, SNAPSHOT_TS
 
 if TYPE_CHECKING:
     from feast import FeatureStore, FeatureView
@@ -283,7 +283,7 @@ def read_online(
         One row per requested customer, in order: the key, `snapshot_ts` (UTC), the features;
         a customer missing online has nulls.
     """
-    from features.definitions import repo_definitions
+    from churnops.features.definitions import repo_definitions
 
     d = repo_definitions()
     service = store.get_feature_service(feature_service or d.service.name)

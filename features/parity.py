@@ -11,10 +11,10 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from contracts.feature_contract import FeatureContract, load_feature_contract
-from features.online import read_online
-from features.table import EVENT_TIMESTAMP, SNAPSHOT_TS, list_partitions, table_glob
-from features.training_set import get_training_set
+from churnops.contracts.feature_contract import FeatureContract, load_feature_contract
+from churnops.features.online import read_online
+from churnops.features.table import EVENT_TIMESTAMP, SNAPSHOT_TS, list_partitions, table_glob
+from churnops.features.training_set import get_training_set
 
 if TYPE_CHECKING:
     from feast import FeatureStore
@@ -97,7 +97,7 @@ def check_parity(
         The report; `.passed` is False when any numeric feature differs beyond `tolerance`, or a
         categorical value, snapshot time or presence differs.
     """
-    from features.definitions import repo_definitions
+    from churnops.features.definitions import repo_definitions
 
     contract = contract or load_feature_contract()
     at = at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)

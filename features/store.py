@@ -15,13 +15,13 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from features.definitions import HOME_ENV, repo_definitions
-from features.naming import FEAST_SUBDIR
+from churnops.feature_repo import FEATURE_REPO
+from churnops.features.definitions import HOME_ENV, repo_definitions
+from churnops.features.naming import FEAST_SUBDIR
 
 if TYPE_CHECKING:
     from feast import FeatureStore
 
-FEATURE_REPO = Path(__file__).resolve().parents[1] / "feature_repo"
 DEFAULT_FEATURE_STORE_YAML = FEATURE_REPO / "feature_store.yaml"
 FEATURE_STORE_YAML_ENV = "CHURNOPS_FEATURE_STORE_YAML"
 

@@ -16,9 +16,13 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from contracts.feature_contract import DEFAULT_FEATURE_CONTRACT, FeatureContract, load_feature_contract
-from ingestion.atomic import write_atomic
-from ingestion.lake import PARTITION_FILE, PARTITION_PREFIX, day_partitions
+from churnops.contracts.feature_contract import (
+    DEFAULT_FEATURE_CONTRACT,
+    FeatureContract,
+    load_feature_contract,
+)
+from churnops.ingestion.atomic import write_atomic
+from churnops.ingestion.lake import PARTITION_FILE, PARTITION_PREFIX, day_partitions
 
 EVENT_TIMESTAMP = "event_timestamp"
 CREATED_TIMESTAMP = "created_timestamp"

@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from contracts.feature_contract import FeatureContract, load_feature_contract
-from features.table import EVENT_TIMESTAMP, SNAPSHOT_TS
+from churnops.contracts.feature_contract import FeatureContract, load_feature_contract
+from churnops.features.table import EVENT_TIMESTAMP, SNAPSHOT_TS
 
 if TYPE_CHECKING:
     from feast import FeatureStore

@@ -24,7 +24,7 @@ from typing import Any, Literal
 
 import duckdb
 
-from contracts.source_contract import (
+from churnops.contracts.source_contract import (
     AcceptedValuesCheck,
     CustomCheck,
     NotNullCheck,
@@ -33,8 +33,8 @@ from contracts.source_contract import (
     UniqueCheck,
     load_source_contracts,
 )
-from ingestion.atomic import write_atomic
-from ingestion.lake import list_partitions, source_dir, source_glob
+from churnops.ingestion.atomic import write_atomic
+from churnops.ingestion.lake import list_partitions, source_dir, source_glob
 
 LOAD_STATE_FILE = "_load_state.json"
 

@@ -34,20 +34,26 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from contracts.feature_contract import load_feature_contract
-from contracts.source_contract import SOURCE_NAMES, SourceContract, load_source_contracts
-from ingestion.atomic import write_atomic
-from ingestion.checks import CheckResult, duckdb_connection, run_checks, write_load_state
-from ingestion.lake import (
+from churnops.contracts.feature_contract import load_feature_contract
+from churnops.contracts.source_contract import SOURCE_NAMES, SourceContract, load_source_contracts
+from churnops.ingestion.atomic import write_atomic
+from churnops.ingestion.checks import CheckResult, duckdb_connection, run_checks, write_load_state
+from churnops.ingestion.lake import (
     list_partitions,
     read_partition,
     source_glob,
     write_partition,
     write_partition_table,
 )
-from ingestion.log import find_ingested, record_batch
-from ingestion.readers import IngestError, check_readable, content_hash, find_landing_files, read_landing_file
-from ingestion.validate import (
+from churnops.ingestion.log import find_ingested, record_batch
+from churnops.ingestion.readers import (
+    IngestError,
+    check_readable,
+    content_hash,
+    find_landing_files,
+    read_landing_file,
+)
+from churnops.ingestion.validate import (
     empty_violations,
     epoch_micros,
     future_violations,

@@ -17,7 +17,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from contracts.source_contract import SourceContract
+from churnops.contracts.source_contract import SourceContract
 
 EXTENSIONS: tuple[str, ...] = (".csv", ".parquet")
 _SNIFF_BYTES = 64 * 1024

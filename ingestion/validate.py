@@ -26,8 +26,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from contracts.source_contract import Column, SourceContract
-from ingestion.checks import duckdb_connection
+from churnops.contracts.source_contract import Column, SourceContract
+from churnops.ingestion.checks import duckdb_connection
 
 RULE_ORDER: tuple[str, ...] = (
     "missing_column",

@@ -34,8 +34,8 @@ from typing import Any, Literal
 
 import pandas as pd
 
-from contracts.feature_contract import FeatureContract
-from ingestion.atomic import write_atomic
+from churnops.contracts.feature_contract import FeatureContract
+from churnops.ingestion.atomic import write_atomic
 
 Status = Literal["ok", "warn", "block"]
 Kind = Literal["numeric", "categorical"]

@@ -34,10 +34,10 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import pandas as pd
 
-from contracts.feature_contract import FeatureContract
-from monitoring.audit import AuditCheck, AuditRecord, record_decision
-from monitoring.drift import DriftResult
-from monitoring.quality import QualityReport
+from churnops.contracts.feature_contract import FeatureContract
+from churnops.monitoring.audit import AuditCheck, AuditRecord, record_decision
+from churnops.monitoring.drift import DriftResult
+from churnops.monitoring.quality import QualityReport
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient

@@ -29,8 +29,8 @@ from typing import Any, Literal
 
 import pandas as pd
 
-from contracts.feature_contract import FeatureContract
-from ingestion.atomic import write_atomic
+from churnops.contracts.feature_contract import FeatureContract
+from churnops.ingestion.atomic import write_atomic
 
 Outcome = Literal["pass", "fail", "flag", "skip"]
 

@@ -28,13 +28,13 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, ConfigDict, Field, StrictStr
 from starlette.exceptions import HTTPException
 
-from contracts.feature_contract import FeatureContract, load_feature_contract
-from serving.features import OnlineFeatureReader, probe_frame
-from serving.keys import hash_key, load_key_hashes
-from serving.metrics import MetricsMiddleware, ServingMetrics
-from serving.models import NO_CHAMPION_HINT, LoadedModel, ModelSet, ModelWatcher
-from serving.prediction_log import LogEntry, PredictionLog
-from serving.settings import ServingSettings
+from churnops.contracts.feature_contract import FeatureContract, load_feature_contract
+from churnops.serving.features import OnlineFeatureReader, probe_frame
+from churnops.serving.keys import hash_key, load_key_hashes
+from churnops.serving.metrics import MetricsMiddleware, ServingMetrics
+from churnops.serving.models import NO_CHAMPION_HINT, LoadedModel, ModelSet, ModelWatcher
+from churnops.serving.prediction_log import LogEntry, PredictionLog
+from churnops.serving.settings import ServingSettings
 
 if TYPE_CHECKING:
     from feast import FeatureStore

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 import pandas as pd
 
-from contracts.feature_contract import FeatureContract
+from churnops.contracts.feature_contract import FeatureContract
 
 if TYPE_CHECKING:
     from feast import FeatureStore

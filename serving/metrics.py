@@ -8,8 +8,8 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from serving.models import ModelSet
-from serving.prediction_log import PredictionLog
+from churnops.serving.models import ModelSet
+from churnops.serving.prediction_log import PredictionLog
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]

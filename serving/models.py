@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 from threadpoolctl import ThreadpoolController
 
-from serving.scoring import CompiledPipeline, UnsupportedModel, compile_pipeline
+from churnops.serving.scoring import CompiledPipeline, UnsupportedModel, compile_pipeline
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import sqlite_utils
 
-from serving.models import LoadedModel
+from churnops.serving.models import LoadedModel
 
 log = logging.getLogger(__name__)
 

@@ -16,8 +16,8 @@ from churnops.config import (
     Backends,
     ConfigError,
 )
+from churnops.features import store as feature_store
 from churnops.settings import FEATURE_REPO, Workspace, open_workspace
-from features import store as feature_store
 
 HYBRID = FEATURE_REPO / "examples" / "feature_store.postgres-redis.yaml"
 PG_URI = "postgresql+psycopg://postgres@127.0.0.1:5432/mlflow"

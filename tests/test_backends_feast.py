@@ -55,9 +55,9 @@ def deployed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployed]:
         pytest.MonkeyPatch.context() as mp,
     ):
         pytest.importorskip("feast.infra.online_stores.redis", reason="install 'feast[redis]'")
-        from features.materialize import materialize
-        from features.store import apply, open_store
-        from features.table import read_table
+        from churnops.features.materialize import materialize
+        from churnops.features.store import apply, open_store
+        from churnops.features.table import read_table
 
         for name, value in feast_env(server, registry_db=registry_db, redis_db=REDIS_DB).items():
             mp.setenv(name, value)
@@ -82,7 +82,7 @@ def deployed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployed]:
 
 
 def _fresh_store(deployed: Deployed) -> Any:
-    from features.store import open_store
+    from churnops.features.store import open_store
 
     # A new FeatureStore: nothing cached in this process, everything read from the servers.
     return open_store(home=deployed.ws.home)
@@ -106,7 +106,7 @@ def test_the_store_uses_the_configured_backends(deployed: Deployed) -> None:
 
 
 def test_the_registry_rows_are_in_postgresql(deployed: Deployed) -> None:
-    from features.definitions import repo_definitions
+    from churnops.features.definitions import repo_definitions
 
     d = repo_definitions()
     with deployed.server.connect(deployed.registry_db) as con:
@@ -126,8 +126,8 @@ def test_the_registry_rows_are_in_postgresql(deployed: Deployed) -> None:
 
 
 def test_a_fresh_store_sees_the_definitions_and_the_materialization(deployed: Deployed) -> None:
-    from features.materialize import last_materialized
-    from features.store import is_applied
+    from churnops.features.materialize import last_materialized
+    from churnops.features.store import is_applied
 
     store = _fresh_store(deployed)
     assert is_applied(store)
@@ -135,7 +135,7 @@ def test_a_fresh_store_sees_the_definitions_and_the_materialization(deployed: De
 
 
 def test_online_rows_come_back_from_redis_equal_to_offline(deployed: Deployed) -> None:
-    from features.online import read_online
+    from churnops.features.online import read_online
 
     offline = deployed.offline
     assert deployed.report.customers == len(offline) > 0
@@ -147,7 +147,7 @@ def test_online_rows_come_back_from_redis_equal_to_offline(deployed: Deployed) -
 
 
 def test_an_unknown_customer_reads_as_missing(deployed: Deployed) -> None:
-    from features.online import read_online
+    from churnops.features.online import read_online
 
     online = read_online(store=_fresh_store(deployed), customer_ids=["CUST-999999"])
     assert online["snapshot_ts"].isna().all()
@@ -174,8 +174,8 @@ def test_one_redis_hash_per_customer_expiring_after_two_days(deployed: Deployed)
 
 
 def test_materialize_again_rewrites_the_same_keys(deployed: Deployed) -> None:
-    from features.materialize import materialize
-    from features.online import read_online
+    from churnops.features.materialize import materialize
+    from churnops.features.online import read_online
 
     later = deployed.report.at + timedelta(hours=1)
     report = materialize(

@@ -37,7 +37,7 @@ def logged(tmp_path_factory: pytest.TempPathFactory) -> Any:
     from mlflow import MlflowClient
     from sklearn.linear_model import LogisticRegression
 
-    from training.tracking import ensure_experiment, model_requirements, trusted_types
+    from churnops.training.tracking import ensure_experiment, model_requirements, trusted_types
 
     root = tmp_path_factory.mktemp("mlflow-pg")
     with pytest.MonkeyPatch.context() as mp, scratch_database(server, "mlflow") as database:

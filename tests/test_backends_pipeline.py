@@ -136,10 +136,10 @@ def test_the_model_is_registered_in_postgresql(pipeline: Pipeline) -> None:
 
 
 def test_the_features_are_in_redis(pipeline: Pipeline) -> None:
-    from contracts.feature_contract import load_feature_contract
-    from features.online import read_online
-    from features.store import open_store
-    from features.table import read_table
+    from churnops.contracts.feature_contract import load_feature_contract
+    from churnops.features.online import read_online
+    from churnops.features.store import open_store
+    from churnops.features.table import read_table
 
     offline = read_table(features_dir=pipeline.ws.features, start=END, end=END)
     assert 0 < len(offline) <= CUSTOMERS

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from contracts import ContractError
-from contracts.feature_contract import DEFAULT_FEATURE_CONTRACT, load_feature_contract
+from churnops.contracts import ContractError
+from churnops.contracts.feature_contract import DEFAULT_FEATURE_CONTRACT, load_feature_contract
 
 
 def _broken(tmp_path: Path, edit) -> Path:

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from contracts.errors import ContractError
-from contracts.source_contract import (
+from churnops.contracts.errors import ContractError
+from churnops.contracts.source_contract import (
     SOURCE_NAMES,
     SOURCES_DIR,
     load_source_contract,

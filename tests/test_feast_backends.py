@@ -16,7 +16,7 @@ import pytest
 from test_backends_helpers import project_keys, redis_database
 from test_features_lake import CONTRACT, START, random_records, write_lake
 
-from features.store import FEATURE_REPO, unset_variables
+from churnops.features.store import FEATURE_REPO, unset_variables
 
 EXAMPLES = sorted((FEATURE_REPO / "examples").glob("*.yaml"))
 MODULES = {
@@ -79,10 +79,10 @@ def test_the_example_configuration_is_valid(
 
 def test_materialize_into_the_local_redis(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     _require(["redis", "feast.infra.online_stores.redis"])
-    from features.materialize import materialize
-    from features.online import read_online
-    from features.store import apply, open_store
-    from features.table import read_table
+    from churnops.features.materialize import materialize
+    from churnops.features.online import read_online
+    from churnops.features.store import apply, open_store
+    from churnops.features.table import read_table
 
     with redis_database(int(ENV["CHURNOPS_REDIS_DB"])) as redis:
         home = tmp_path / "home"

@@ -15,12 +15,12 @@ from test_features_lake import CONTRACT, oracle
 from typer.testing import CliRunner
 
 from churnops.cli import app
-from features.store import FEATURE_REPO, open_store
-from features.table import read_latest
-from features.training_set import get_training_set
-from ingestion.generate import generate
-from ingestion.ingest import ingest
-from ingestion.lake import read_source
+from churnops.features.store import FEATURE_REPO, open_store
+from churnops.features.table import read_latest
+from churnops.features.training_set import get_training_set
+from churnops.ingestion.generate import generate
+from churnops.ingestion.ingest import ingest
+from churnops.ingestion.lake import read_source
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
 DAYS = 45
@@ -110,7 +110,7 @@ def test_the_feast_cli_applies_plans_and_materializes_from_the_feature_repo(home
     assert run.stdout.count("=== feast") == len(commands)
     assert "Created feature view customer_profile_30d" in run.stdout or "No changes" in run.stdout
 
-    from features.online import read_online
+    from churnops.features.online import read_online
 
     latest = read_latest(features_dir=home / "data" / "features")
     online = read_online(store=open_store(home=home), customer_ids=latest["customer_id"].tolist())

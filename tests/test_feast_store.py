@@ -18,14 +18,14 @@ from churnops.cli import app
 
 if TYPE_CHECKING:
     from feast import FeatureStore
-from features.build import build_features
-from features.materialize import materialize
-from features.naming import service_name, view_name
-from features.online import read_online, write_online
-from features.parity import check_parity
-from features.store import apply, open_store
-from features.table import read_table
-from features.training_set import get_training_set
+from churnops.features.build import build_features
+from churnops.features.materialize import materialize
+from churnops.features.naming import service_name, view_name
+from churnops.features.online import read_online, write_online
+from churnops.features.parity import check_parity
+from churnops.features.store import apply, open_store
+from churnops.features.table import read_table
+from churnops.features.training_set import get_training_set
 
 DAYS = 40
 UNTIL = START + timedelta(days=DAYS)
@@ -203,7 +203,7 @@ def test_materialize_loads_what_feast_reads_back_and_parity_holds(home: Home) ->
     tampered["events_30d"] = tampered["events_30d"] + 100
     import pyarrow as pa
 
-    from features.table import table_schema
+    from churnops.features.table import table_schema
 
     write_online(store=store, view=view, rows=pa.Table.from_pandas(tampered, schema=table_schema(CONTRACT)))
     bad = check_parity(

@@ -12,9 +12,9 @@ import pyarrow as pa
 import pytest
 from test_features_lake import CONTRACT, START, add_to_lake, oracle, random_records, typed, write_lake
 
-from features import compute
-from features.build import build_features, from_us, to_us
-from features.table import list_partitions, partition_path, read_latest, read_table
+from churnops.features import compute
+from churnops.features.build import build_features, from_us, to_us
+from churnops.features.table import list_partitions, partition_path, read_latest, read_table
 
 DAYS = 45
 UNTIL = START + timedelta(days=DAYS)

@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from contracts.feature_contract import FeatureContract, load_feature_contract
-from ingestion.lake import partition_days, write_partition
+from churnops.contracts.feature_contract import FeatureContract, load_feature_contract
+from churnops.ingestion.lake import partition_days, write_partition
 
 START = datetime(2026, 3, 1, tzinfo=UTC)
 CONTRACT = load_feature_contract()

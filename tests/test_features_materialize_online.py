@@ -17,9 +17,9 @@ import pyarrow as pa
 import pytest
 from test_features_lake import CONTRACT
 
-from features.naming import view_name
-from features.online import read_online, write_online
-from features.table import table_schema
+from churnops.features.naming import view_name
+from churnops.features.online import read_online, write_online
+from churnops.features.table import table_schema
 
 if TYPE_CHECKING:
     from feast import FeatureStore, FeatureView
@@ -83,7 +83,7 @@ def feast_state(store: FeatureStore, view: FeatureView, path: Path, *frames: pd.
 
 @pytest.fixture()
 def online(tmp_path: Path) -> tuple[FeatureStore, FeatureView, Path]:
-    from features.store import apply, open_store
+    from churnops.features.store import apply, open_store
 
     store = open_store(home=tmp_path)
     apply(store)

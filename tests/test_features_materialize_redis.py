@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 from test_features_lake import CONTRACT, START, random_records, write_lake
 
-from features.store import FEATURE_REPO
+from churnops.features.store import FEATURE_REPO
 
 HOST, PORT, DB = "127.0.0.1", 6379, 0
 
@@ -50,11 +50,11 @@ def test_redis_reads_back_what_sqlite_reads_back(
     import redis
     from feast import FeatureStore
 
-    from features import online
-    from features.materialize import materialize
-    from features.online import read_online
-    from features.store import apply, open_store
-    from features.table import read_table
+    from churnops.features import online
+    from churnops.features.materialize import materialize
+    from churnops.features.online import read_online
+    from churnops.features.store import apply, open_store
+    from churnops.features.table import read_table
 
     home = tmp_path / "home"
     frames = random_records(customers=25, days=15, seed=31)

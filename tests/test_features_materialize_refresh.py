@@ -15,9 +15,9 @@ import pyarrow as pa
 import pytest
 from test_features_lake import CONTRACT, START, oracle, random_records, typed, write_lake
 
-from features import compute
-from features.materialize import snapshot_rows_at
-from features.table import read_table
+from churnops.features import compute
+from churnops.features.materialize import snapshot_rows_at
+from churnops.features.table import read_table
 
 DAY_US = 86_400_000_000
 AT = START + timedelta(days=130, hours=7, minutes=13, seconds=9)

@@ -18,7 +18,7 @@ import httpx
 import pytest
 from test_features_lake import CONTRACT, START, random_records, write_lake
 
-from features.store import FEATURE_REPO
+from churnops.features.store import FEATURE_REPO
 
 FEAST = Path(sys.executable).parent / "feast"  # the venv's `feast` command
 
@@ -56,9 +56,9 @@ def _served(port: int, ids: list[str]) -> dict[str, list]:
 
 
 def test_feast_serve_reads_each_refresh_unchanged(tmp_path: Path) -> None:
-    from features.materialize import materialize
-    from features.store import apply, open_store
-    from features.table import read_table
+    from churnops.features.materialize import materialize
+    from churnops.features.store import apply, open_store
+    from churnops.features.table import read_table
 
     home = tmp_path / "home"
     write_lake(home / "data" / "lake", random_records(customers=20, days=15, seed=41))

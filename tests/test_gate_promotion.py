@@ -26,11 +26,10 @@ from typer.testing import CliRunner
 
 from churnops.cli import app
 from churnops.commands import monitoring as monitoring_commands
-from churnops.settings import Workspace
-from contracts.feature_contract import load_feature_contract
-from monitoring.audit import list_decisions
-from monitoring.drift import compute_drift
-from monitoring.gate import (
+from churnops.contracts.feature_contract import load_feature_contract
+from churnops.monitoring.audit import list_decisions
+from churnops.monitoring.drift import compute_drift
+from churnops.monitoring.gate import (
     CHALLENGER,
     CHAMPION,
     GateError,
@@ -43,7 +42,8 @@ from monitoring.gate import (
     resolve_versions,
     rollback,
 )
-from monitoring.quality import check_training_set
+from churnops.monitoring.quality import check_training_set
+from churnops.settings import Workspace
 
 runner = CliRunner()
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)

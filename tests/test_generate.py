@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from scipy import stats
 from scipy.special import beta as beta_fn
 
-from ingestion.generate import (
+from churnops.ingestion.generate import (
     CHURN_REASONS,
     COUNTRIES,
     COURSE_IDS,

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from churnops.cli import app
 from churnops.commands.common import console, err_console
-from contracts.source_contract import load_source_contract
+from churnops.contracts.source_contract import load_source_contract
 
 CUSTOMER_COLUMNS = load_source_contract("customers").column_names
 HEADER = ",".join(CUSTOMER_COLUMNS).encode() + b"\n"

@@ -14,10 +14,10 @@ import pytest
 from typer.testing import CliRunner
 
 from churnops.cli import app
-from contracts.feature_contract import load_feature_contract
-from contracts.source_contract import load_source_contracts
-from ingestion.lake import read_source
-from ingestion.log import read_log
+from churnops.contracts.feature_contract import load_feature_contract
+from churnops.contracts.source_contract import load_source_contracts
+from churnops.ingestion.lake import read_source
+from churnops.ingestion.log import read_log
 
 RULE_OF_KIND = {
     "null_key": "null_key",

@@ -16,10 +16,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from contracts.source_contract import load_source_contract
-from ingestion.ingest import IngestError, ingest
-from ingestion.lake import read_source
-from ingestion.validate import lake_schema
+from churnops.contracts.source_contract import load_source_contract
+from churnops.ingestion.ingest import IngestError, ingest
+from churnops.ingestion.lake import read_source
+from churnops.ingestion.validate import lake_schema
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 TICKETS = load_source_contract("support_tickets")

@@ -13,10 +13,10 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from contracts.source_contract import SOURCES_DIR, SourceContract, load_source_contracts
-from ingestion.checks import check_lake
-from ingestion.ingest import IngestReport, ingest
-from ingestion.lake import list_partitions, partition_path, read_source
+from churnops.contracts.source_contract import SOURCES_DIR, SourceContract, load_source_contracts
+from churnops.ingestion.checks import check_lake
+from churnops.ingestion.ingest import IngestReport, ingest
+from churnops.ingestion.lake import list_partitions, partition_path, read_source
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 CONTRACTS = load_source_contracts()

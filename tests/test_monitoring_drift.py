@@ -14,8 +14,14 @@ import pytest
 from typer.testing import CliRunner
 
 from churnops.cli import app
-from contracts.feature_contract import FeatureContract, load_feature_contract
-from monitoring.drift import DriftInputError, DriftRun, compute_drift, select_active, write_drift_json
+from churnops.contracts.feature_contract import FeatureContract, load_feature_contract
+from churnops.monitoring.drift import (
+    DriftInputError,
+    DriftRun,
+    compute_drift,
+    select_active,
+    write_drift_json,
+)
 
 runner = CliRunner()
 ROWS = 3000  # below ~1000 rows, sampling noise alone pushes count features past PSI 0.1

@@ -13,8 +13,8 @@ from test_monitoring_drift import feature_frame
 from typer.testing import CliRunner
 
 from churnops.cli import app
-from contracts.feature_contract import load_feature_contract
-from monitoring.quality import QualityInputError, check_feature_table, check_training_set
+from churnops.contracts.feature_contract import load_feature_contract
+from churnops.monitoring.quality import QualityInputError, check_feature_table, check_training_set
 
 runner = CliRunner()
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)

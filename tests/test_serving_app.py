@@ -24,14 +24,14 @@ import sqlite_utils
 import uvicorn
 from threadpoolctl import threadpool_limits
 
+from churnops.contracts.feature_contract import load_feature_contract
+from churnops.features.store import apply
+from churnops.serving.app import create_app
+from churnops.serving.keys import create_key
+from churnops.serving.settings import ServingSettings
 from churnops.settings import Workspace
-from contracts.feature_contract import load_feature_contract
-from features.store import apply
-from serving.app import create_app
-from serving.keys import create_key
-from serving.settings import ServingSettings
-from training.models import build_gradient_boosting, build_logistic_regression
-from training.tracking import trusted_types
+from churnops.training.models import build_gradient_boosting, build_logistic_regression
+from churnops.training.tracking import trusted_types
 
 CONTRACT = load_feature_contract()
 FLAG = CONTRACT.entity.join.default_flag
@@ -67,7 +67,7 @@ class Setup:
 
 
 def _open_store(home: Path) -> Any:
-    from features.store import open_store
+    from churnops.features.store import open_store
 
     return open_store(home=home)
 
@@ -91,7 +91,7 @@ def _feature_rows(now: datetime) -> pd.DataFrame:
 
 def _train(seed: int, build: Callable[..., Any]) -> tuple[Any, pd.DataFrame]:
     """A candidate built and calibrated as `churnops train` does, on random feature rows."""
-    from training.models import fit_calibrated
+    from churnops.training.models import fit_calibrated
 
     rng = np.random.default_rng(seed)
     n = 600

@@ -17,12 +17,12 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import MinMaxScaler, OneHotEncoder
 from threadpoolctl import threadpool_limits
 
-import serving.scoring
-from contracts.feature_contract import load_feature_contract
-from serving.features import probe_frame
-from serving.models import LoadedModel
-from serving.scoring import UnsupportedModel, compile_pipeline
-from training.models import build_gradient_boosting, build_logistic_regression, fit_calibrated
+from churnops.contracts.feature_contract import load_feature_contract
+from churnops.serving import scoring
+from churnops.serving.features import probe_frame
+from churnops.serving.models import LoadedModel
+from churnops.serving.scoring import UnsupportedModel, compile_pipeline
+from churnops.training.models import build_gradient_boosting, build_logistic_regression, fit_calibrated
 
 CONTRACT = load_feature_contract()
 PLANS = ["basic", "pro", "enterprise"]
@@ -80,10 +80,10 @@ def test_compiled_probabilities_are_those_of_predict_proba(trained: Pipeline) ->
     )
     expected = trained.predict_proba(rows[CONTRACT.feature_names])[:, 1]
     got = compiled.predict(rows, len(rows))
-    assert np.abs(got - expected).max() <= serving.scoring.TOLERANCE
+    assert np.abs(got - expected).max() <= scoring.TOLERANCE
     assert len(np.unique(np.round(expected, 4))) > 50  # the rows exercise many paths, not one leaf
     one = rows.iloc[[7]]
-    assert compiled.predict(one, 1)[0] == pytest.approx(expected[7], abs=serving.scoring.TOLERANCE)
+    assert compiled.predict(one, 1)[0] == pytest.approx(expected[7], abs=scoring.TOLERANCE)
 
 
 def test_plain_lists_score_like_a_dataframe(trained: Pipeline) -> None:
@@ -96,7 +96,7 @@ def test_plain_lists_score_like_a_dataframe(trained: Pipeline) -> None:
 def test_a_replay_that_drifts_from_predict_proba_is_refused(
     trained: Pipeline, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(serving.scoring, "expit", lambda z: expit(z) + 1e-9)
+    monkeypatch.setattr(scoring, "expit", lambda z: expit(z) + 1e-9)
     with pytest.raises(UnsupportedModel, match="differs from predict_proba by 1e-09"):
         compile_pipeline(trained, probe=probe_frame(CONTRACT))
 
@@ -159,7 +159,7 @@ def test_a_changed_library_internal_means_predict_proba_not_a_crash(monkeypatch:
     def renamed(_: Any) -> None:
         raise AttributeError("'HistGradientBoostingClassifier' object has no attribute '_predictors'")
 
-    monkeypatch.setattr(serving.scoring, "_gradient_boosting", renamed)
+    monkeypatch.setattr(scoring, "_gradient_boosting", renamed)
     with pytest.raises(
         UnsupportedModel, match=r"cannot replay CalibratedClassifierCV: AttributeError: .*_predictors"
     ):

@@ -13,11 +13,11 @@ from pydantic import ValidationError
 from typer.testing import CliRunner
 
 from churnops.cli import app as cli
-from serving.features import to_utc
-from serving.keys import KEY_PREFIX, create_key, hash_key, load_key_hashes
-from serving.models import LoadedModel
-from serving.prediction_log import LogEntry, PredictionLog
-from serving.settings import ServingSettings
+from churnops.serving.features import to_utc
+from churnops.serving.keys import KEY_PREFIX, create_key, hash_key, load_key_hashes
+from churnops.serving.models import LoadedModel
+from churnops.serving.prediction_log import LogEntry, PredictionLog
+from churnops.serving.settings import ServingSettings
 
 APPROVED = ["churn-model", "cs-analytics-dashboard"]
 

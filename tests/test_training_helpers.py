@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from contracts.feature_contract import load_feature_contract
+from churnops.contracts.feature_contract import load_feature_contract
 
 CONTRACT = load_feature_contract()
 START = pd.Timestamp("2026-01-05", tz="UTC")

@@ -7,7 +7,7 @@ from datetime import date, timedelta
 import pandas as pd
 import pytest
 
-from training.labels import label_observations, labelled_observations, observation_times
+from churnops.training.labels import label_observations, labelled_observations, observation_times
 
 SIGNUP = date(2026, 1, 1)
 FIRST_T = pd.Timestamp("2026-01-08", tz="UTC")  # signup + 7 days, 00:00 UTC

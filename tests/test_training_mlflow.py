@@ -24,9 +24,9 @@ import pytest
 from mlflow import MlflowClient
 from test_training_helpers import CONTRACT, disengaged_profile, engaged_profile, synthetic_training_set
 
-from training.evaluate import METRIC_NAMES
-from training.tracking import content_hash
-from training.train import Lineage, TrainResult, run_training
+from churnops.training.evaluate import METRIC_NAMES
+from churnops.training.tracking import content_hash
+from churnops.training.train import Lineage, TrainResult, run_training
 
 LINEAGE = Lineage(
     feature_service="customer_profile_v1",
@@ -285,7 +285,7 @@ def test_mlflow_server_finds_the_run_and_the_model_over_rest(trained: Trained) -
 
 
 def test_experiment_with_artifacts_elsewhere_is_refused(trained: Trained, tmp_path: Path) -> None:
-    from training.tracking import ensure_experiment
+    from churnops.training.tracking import ensure_experiment
 
     client = MlflowClient(trained.tracking_uri)
     same = ensure_experiment(client=client, artifact_location=str(trained.home / "mlruns" / "artifacts"))

@@ -11,10 +11,10 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.pipeline import Pipeline
 from test_training_helpers import CONTRACT, disengaged_profile, engaged_profile, synthetic_training_set
 
-from training.evaluate import classification_metrics, expected_top_hits
-from training.fit import FitResult, fit_candidates
-from training.models import GRADIENT_BOOSTING, LOGISTIC_REGRESSION, model_input
-from training.split import out_of_time_split
+from churnops.training.evaluate import classification_metrics, expected_top_hits
+from churnops.training.fit import FitResult, fit_candidates
+from churnops.training.models import GRADIENT_BOOSTING, LOGISTIC_REGRESSION, model_input
+from churnops.training.split import out_of_time_split
 
 
 @pytest.fixture(scope="module")
@@ -127,7 +127,7 @@ def test_metrics_need_both_classes() -> None:
 
 
 def test_content_hash_follows_values_columns_and_order() -> None:
-    from training.tracking import content_hash
+    from churnops.training.tracking import content_hash
 
     frame = synthetic_training_set(customers=5, weeks=3)
     assert content_hash(frame) == content_hash(frame.copy())
@@ -141,7 +141,7 @@ def test_content_hash_follows_values_columns_and_order() -> None:
 def test_trusted_types_refuse_custom_code_in_the_model(fitted: FitResult) -> None:
     from sklearn.preprocessing import FunctionTransformer
 
-    from training.tracking import trusted_types
+    from churnops.training.tracking import trusted_types
 
     chosen = trusted_types(fitted.candidates[GRADIENT_BOOSTING].model)
     assert "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor" in chosen

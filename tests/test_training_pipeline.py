@@ -29,9 +29,9 @@ class Home:
 
 @pytest.fixture(scope="module")
 def home(tmp_path_factory: pytest.TempPathFactory) -> Home:
-    from features.build import build_features
-    from ingestion.generate import generate
-    from ingestion.ingest import ingest
+    from churnops.features.build import build_features
+    from churnops.ingestion.generate import generate
+    from churnops.ingestion.ingest import ingest
 
     ws = open_workspace(tmp_path_factory.mktemp("pipeline-home"))
     generated = generate(out_dir=ws.landing, customers=300, days=DAYS, seed=7, start=START)
@@ -56,7 +56,7 @@ def test_cli_prints_split_metrics_and_the_registered_version(home: Home) -> None
 
 
 def test_training_rows_are_point_in_time_feast_rows_with_lake_labels(home: Home, tmp_path: Path) -> None:
-    from ingestion.lake import read_source
+    from churnops.ingestion.lake import read_source
 
     client = MlflowClient(home.ws.tracking_uri)
     local = Path(client.download_artifacts(home.run_id, "datasets", str(tmp_path)))
@@ -104,7 +104,7 @@ def test_feast_mlflow_logging_elsewhere_is_refused(tmp_path: Path) -> None:
 
     from feast.mlflow_integration.config import MlflowConfig
 
-    from training.train import train
+    from churnops.training.train import train
 
     config = MlflowConfig(enabled=True, tracking_uri="sqlite:////elsewhere/mlflow.db")
     store = SimpleNamespace(config=SimpleNamespace(mlflow=config), project="churnops")
@@ -123,7 +123,7 @@ def test_feast_resolves_the_registered_model_to_its_feature_service(home: Home) 
     # parses `models:/<name>/<version or alias>`, not MLflow's `@alias` form.
     from feast.mlflow_integration.model_resolver import FeastMlflowModelResolver
 
-    from features.store import open_store
+    from churnops.features.store import open_store
 
     store = open_store(home=home.ws.home)
     resolver = FeastMlflowModelResolver(store, None, MlflowClient(home.ws.tracking_uri))

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from training.split import out_of_time_split
+from churnops.training.split import out_of_time_split
 
 DAY = pd.Timedelta(days=1)
 T0 = pd.Timestamp("2026-02-01", tz="UTC")

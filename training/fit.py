@@ -13,11 +13,11 @@ from sklearn.inspection import permutation_importance
 from sklearn.pipeline import Pipeline
 from threadpoolctl import threadpool_limits
 
-from contracts.feature_contract import FeatureContract
-from training.evaluate import classification_metrics
-from training.labels import LABEL_COLUMN
-from training.models import CANDIDATES, fit_calibrated, model_input
-from training.split import Split
+from churnops.contracts.feature_contract import FeatureContract
+from churnops.training.evaluate import classification_metrics
+from churnops.training.labels import LABEL_COLUMN
+from churnops.training.models import CANDIDATES, fit_calibrated, model_input
+from churnops.training.split import Split
 
 CONSTANT = "constant"
 PERMUTATION_REPEATS = 5

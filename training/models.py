@@ -27,7 +27,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder, StandardScaler
 
-from contracts.feature_contract import FeatureContract
+from churnops.contracts.feature_contract import FeatureContract
 
 LOGISTIC_REGRESSION = "logistic_regression"
 GRADIENT_BOOSTING = "hist_gradient_boosting"

@@ -32,9 +32,9 @@ import pyarrow as pa
 from mlflow import MlflowClient
 from mlflow.models import infer_signature
 
-from contracts.feature_contract import FeatureContract, load_feature_contract
-from training.fit import CONSTANT, FitResult, fit_candidates
-from training.labels import (
+from churnops.contracts.feature_contract import FeatureContract, load_feature_contract
+from churnops.training.fit import CONSTANT, FitResult, fit_candidates
+from churnops.training.labels import (
     ENTITY_COLUMN,
     FIRST_OBSERVATION_AFTER_SIGNUP,
     HORIZON,
@@ -43,10 +43,10 @@ from training.labels import (
     TIME_COLUMN,
     labelled_observations,
 )
-from training.models import CANDIDATES, model_input
-from training.plots import calibration_figure, importance_figure, precision_recall_figure, roc_figure
-from training.split import DEFAULT_FRACTIONS, Split, SplitDates, out_of_time_split
-from training.tracking import (
+from churnops.training.models import CANDIDATES, model_input
+from churnops.training.plots import calibration_figure, importance_figure, precision_recall_figure, roc_figure
+from churnops.training.split import DEFAULT_FRACTIONS, Split, SplitDates, out_of_time_split
+from churnops.training.tracking import (
     CHALLENGER,
     REGISTERED_MODEL,
     code_version,
@@ -413,7 +413,7 @@ def observed_window(*, lake_dir: Path) -> tuple[pd.Timestamp, pd.Timestamp]:
     """
     import duckdb
 
-    from ingestion.lake import list_partitions, source_glob
+    from churnops.ingestion.lake import list_partitions, source_glob
 
     starts: list[pd.Timestamp] = []
     ends: list[pd.Timestamp] = []
@@ -450,7 +450,7 @@ def read_label_sources(*, lake_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     Raises:
         ValueError: When the lake has no customers.
     """
-    from ingestion.lake import read_source
+    from churnops.ingestion.lake import read_source
 
     customers = read_source(lake_dir, "customers")
     if customers.empty:
@@ -516,7 +516,7 @@ def train(
         ValueError: When inputs are missing or malformed, the feature service is unknown, the
             store's MLflow configuration points elsewhere, or the training set cannot be split.
     """
-    from features.training_set import get_training_set
+    from churnops.features.training_set import get_training_set
 
     contract = contract or load_feature_contract()
     settings = settings or TrainSettings()

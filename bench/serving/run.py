@@ -41,8 +41,8 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from loadgen import RunResult, closed_loop, paced, prepare
 
+from churnops.contracts.feature_contract import FeatureContract, load_feature_contract
 from churnops.settings import FEATURE_REPO, QUIET_ENV, REPO_ROOT, Workspace
-from contracts.feature_contract import FeatureContract, load_feature_contract
 
 PYTHON = Path(sys.executable)
 VENV_BIN = PYTHON.parent
@@ -82,7 +82,7 @@ def build_home(*, home: Path, customers: int, seed: int) -> None:
         customers: Customers in the online store.
         seed: Seed of the data and models.
     """
-    from features.store import apply, open_store
+    from churnops.features.store import apply, open_store
 
     contract = load_feature_contract()
     store = open_store(home=home)
@@ -102,13 +102,13 @@ def _register_models(*, home: Path, frame: pd.DataFrame, contract: FeatureContra
     from mlflow import MlflowClient
     from mlflow.models import infer_signature
 
-    from training.models import (
+    from churnops.training.models import (
         build_gradient_boosting,
         build_logistic_regression,
         fit_calibrated,
         model_input,
     )
-    from training.tracking import trusted_types
+    from churnops.training.tracking import trusted_types
 
     x = model_input(frame=frame, contract=contract)
     rng = np.random.default_rng(seed + 1)

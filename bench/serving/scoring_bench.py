@@ -28,10 +28,15 @@ from threadpoolctl import threadpool_limits
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from run import _features
 
-from contracts.feature_contract import load_feature_contract
-from serving.features import probe_frame
-from serving.scoring import compile_pipeline
-from training.models import build_gradient_boosting, build_logistic_regression, fit_calibrated, model_input
+from churnops.contracts.feature_contract import load_feature_contract
+from churnops.serving.features import probe_frame
+from churnops.serving.scoring import compile_pipeline
+from churnops.training.models import (
+    build_gradient_boosting,
+    build_logistic_regression,
+    fit_calibrated,
+    model_input,
+)
 
 RESULTS = Path(__file__).resolve().parents[1] / "results" / "scoring.md"
 SIZES = (1, 100, 1000)

@@ -36,8 +36,8 @@ def build(
     full: Annotated[bool, typer.Option("--full", help="Recompute every snapshot.")] = False,
 ) -> None:
     """Compute customer_profile snapshots from the lake (new days and late-touched snapshots only)."""
-    from contracts.feature_contract import load_feature_contract
-    from features.build import build_features
+    from churnops.contracts.feature_contract import load_feature_contract
+    from churnops.features.build import build_features
 
     ws = workspace(home)
     try:
@@ -61,7 +61,7 @@ def build(
 @features_app.command("apply")
 def apply_command(home: HomeOption = None) -> None:
     """Register the Feast entity, source, view and service and create the online table (`feast apply`)."""
-    from features.store import apply, open_store
+    from churnops.features.store import apply, open_store
 
     ws = workspace(home)
     apply(open_store(home=ws.home))
@@ -69,7 +69,7 @@ def apply_command(home: HomeOption = None) -> None:
 
 
 def _store(home: Path) -> FeatureStore:
-    from features.store import apply, is_applied, open_store
+    from churnops.features.store import apply, is_applied, open_store
 
     store = open_store(home=home)
     if not is_applied(store):
@@ -86,7 +86,7 @@ def training_set(
     """Point-in-time training set for entity rows, through Feast get_historical_features."""
     import pandas as pd
 
-    from features.training_set import get_training_set
+    from churnops.features.training_set import get_training_set
 
     ws = workspace(home)
     if not entities.is_file():
@@ -116,8 +116,8 @@ def materialize_command(
     home: HomeOption = None,
 ) -> None:
     """Snapshot every customer as of --at, append it offline and load the online store."""
-    from contracts.feature_contract import load_feature_contract
-    from features.materialize import materialize
+    from churnops.contracts.feature_contract import load_feature_contract
+    from churnops.features.materialize import materialize
 
     ws = workspace(home)
     store = _store(ws.home)
@@ -146,9 +146,9 @@ def parity_command(
     home: HomeOption = None,
 ) -> None:
     """Compare online values with offline point-in-time values; exit 1 beyond the contract's tolerance."""
-    from contracts.feature_contract import load_feature_contract
-    from features.materialize import last_materialized
-    from features.parity import check_parity
+    from churnops.contracts.feature_contract import load_feature_contract
+    from churnops.features.materialize import last_materialized
+    from churnops.features.parity import check_parity
 
     ws = workspace(home)
     contract = load_feature_contract()

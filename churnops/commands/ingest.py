@@ -43,9 +43,9 @@ def ingest(
     ] = None,
 ) -> None:
     """Validate landing files against the source contracts and merge accepted rows into the lake."""
-    from contracts.errors import ContractError
-    from ingestion.ingest import IngestError
-    from ingestion.ingest import ingest as run_ingest
+    from churnops.contracts.errors import ContractError
+    from churnops.ingestion.ingest import IngestError
+    from churnops.ingestion.ingest import ingest as run_ingest
 
     ws = workspace(home)
     landing = source or ws.landing
@@ -119,8 +119,8 @@ def check(
     ] = False,
 ) -> None:
     """Run the source contracts' batch checks on what is in the lake; exit 1 when any fails."""
-    from contracts.errors import ContractError
-    from ingestion.checks import check_lake
+    from churnops.contracts.errors import ContractError
+    from churnops.ingestion.checks import check_lake
 
     ws = workspace(home)
     try:

@@ -23,10 +23,10 @@ from churnops.settings import Workspace
 if TYPE_CHECKING:
     import pandas as pd
 
-    from contracts.feature_contract import FeatureContract
-    from monitoring.drift import DriftRun
-    from monitoring.gate import GateDecision
-    from monitoring.quality import QualityReport
+    from churnops.contracts.feature_contract import FeatureContract
+    from churnops.monitoring.drift import DriftRun
+    from churnops.monitoring.gate import GateDecision
+    from churnops.monitoring.quality import QualityReport
 
 BAD_INPUT = 2
 _STATUS_STYLE = {"ok": "green", "warn": "yellow", "block": "bold red"}
@@ -119,7 +119,7 @@ def challenger_dataset(ws: Workspace, artifact: str) -> tuple[pd.DataFrame, str]
     Returns:
         The frame and a label naming where it came from.
     """
-    from monitoring.gate import load_run_frame, resolve_versions
+    from churnops.monitoring.gate import load_run_frame, resolve_versions
 
     client = mlflow_client(ws)
     versions = resolve_versions(client=client)
@@ -140,9 +140,9 @@ def current_features(ws: Workspace, contract: FeatureContract) -> tuple[pd.DataF
     Raises:
         InputProblem: When no feature table was built.
     """
-    from features.table import read_latest
-    from ingestion.lake import read_source
-    from monitoring.drift import select_active
+    from churnops.features.table import read_latest
+    from churnops.ingestion.lake import read_source
+    from churnops.monitoring.drift import select_active
 
     latest = read_latest(features_dir=ws.features, contract=contract)
     if latest.empty:
@@ -167,7 +167,7 @@ def feature_table(ws: Workspace, contract: FeatureContract) -> pd.DataFrame:
     Raises:
         InputProblem: When no feature table was built.
     """
-    from features.table import read_table
+    from churnops.features.table import read_table
 
     table = read_table(features_dir=ws.features, contract=contract)
     if table.empty:
@@ -184,7 +184,7 @@ def lake_contract_report(ws: Workspace) -> Any:
     Returns:
         The `ingestion.checks` report (`.passed`, `.results`).
     """
-    from ingestion.checks import check_lake
+    from churnops.ingestion.checks import check_lake
 
     return check_lake(lake_dir=ws.lake)
 
@@ -302,10 +302,10 @@ def run_gate(
     """
     import tempfile
 
-    from contracts.feature_contract import load_feature_contract
-    from monitoring.audit import current_user
-    from monitoring.drift import compute_drift, write_drift_html, write_drift_json
-    from monitoring.gate import (
+    from churnops.contracts.feature_contract import load_feature_contract
+    from churnops.monitoring.audit import current_user
+    from churnops.monitoring.drift import compute_drift, write_drift_html, write_drift_json
+    from churnops.monitoring.gate import (
         TEST_ARTIFACT,
         TRAIN_ARTIFACT,
         apply_decision,
@@ -318,7 +318,7 @@ def run_gate(
         require_reason,
         resolve_versions,
     )
-    from monitoring.quality import check_feature_table, check_training_set
+    from churnops.monitoring.quality import check_feature_table, check_training_set
 
     now = now or datetime.now(UTC)
     require_reason(force=force, reason=reason)
@@ -386,9 +386,9 @@ def drift(
     ] = None,
 ) -> None:
     """PSI drift per feature (Evidently); exit 1 when any feature blocks, 2 on bad input."""
-    from contracts.feature_contract import load_feature_contract
-    from monitoring.drift import DriftInputError, compute_drift, write_drift_html, write_drift_json
-    from monitoring.gate import GateError
+    from churnops.contracts.feature_contract import load_feature_contract
+    from churnops.monitoring.drift import DriftInputError, compute_drift, write_drift_html, write_drift_json
+    from churnops.monitoring.gate import GateError
 
     ws = workspace(home)
     contract = load_feature_contract()
@@ -435,9 +435,9 @@ def quality(
     ] = None,
 ) -> None:
     """The feature contract's data-quality rules; exit 1 on a failed rule, 2 on bad input."""
-    from contracts.feature_contract import load_feature_contract
-    from monitoring.gate import GateError
-    from monitoring.quality import (
+    from churnops.contracts.feature_contract import load_feature_contract
+    from churnops.monitoring.gate import GateError
+    from churnops.monitoring.quality import (
         QualityInputError,
         check_feature_table,
         check_training_set,
@@ -493,9 +493,9 @@ def promote(
     current: CurrentOption = None,
 ) -> None:
     """Run the promotion gate; move alias `champion` to the challenger when it passes (exit 1 if refused)."""
-    from monitoring.drift import DriftInputError
-    from monitoring.gate import GateError
-    from monitoring.quality import QualityInputError
+    from churnops.monitoring.drift import DriftInputError
+    from churnops.monitoring.gate import GateError
+    from churnops.monitoring.quality import QualityInputError
 
     ws = workspace(home)
     try:
@@ -516,9 +516,9 @@ def rollback(
     ] = None,
 ) -> None:
     """Move alias `champion` back to the previous champion (audited)."""
-    from monitoring.audit import current_user
-    from monitoring.gate import GateError
-    from monitoring.gate import rollback as run_rollback
+    from churnops.monitoring.audit import current_user
+    from churnops.monitoring.gate import GateError
+    from churnops.monitoring.gate import rollback as run_rollback
 
     ws = workspace(home)
     try:
@@ -544,7 +544,7 @@ def audit(
     checks: Annotated[bool, typer.Option("--checks", help="Also list each decision's checks.")] = False,
 ) -> None:
     """List the promotion and rollback decisions, newest first."""
-    from monitoring.audit import list_decisions
+    from churnops.monitoring.audit import list_decisions
 
     ws = workspace(home)
     rows = list_decisions(db_path=ws.audit_db, limit=limit)

@@ -53,8 +53,8 @@ def serve(
     ws = workspace(home)
     from pydantic import ValidationError
 
-    from contracts.feature_contract import load_feature_contract
-    from serving.settings import ServingSettings
+    from churnops.contracts.feature_contract import load_feature_contract
+    from churnops.serving.settings import ServingSettings
 
     contract = load_feature_contract()
     try:
@@ -68,7 +68,7 @@ def serve(
     except ValidationError as exc:
         raise fail(f"invalid serving settings: {exc}") from exc
     if require_keys:
-        from serving.keys import load_key_hashes
+        from churnops.serving.keys import load_key_hashes
 
         try:
             hashes = load_key_hashes(keys_file=settings.keys_file)  # type: ignore[arg-type]
@@ -79,9 +79,9 @@ def serve(
                 f"--require-keys is on but {settings.keys_file} holds no keys: run "
                 "`churnops keys create CONSUMER` first"
             )
-    from features.store import open_store
-    from serving.app import create_app
-    from serving.server import run_server
+    from churnops.features.store import open_store
+    from churnops.serving.app import create_app
+    from churnops.serving.server import run_server
 
     try:
         store = open_store(home=ws.home, fs_yaml=ws.feature_store_yaml)
@@ -109,8 +109,8 @@ def create_key_command(
 ) -> None:
     """Create an API key for an approved consumer; the key is printed once and stored only hashed."""
     ws = workspace(home)
-    from contracts.feature_contract import load_feature_contract
-    from serving.keys import create_key
+    from churnops.contracts.feature_contract import load_feature_contract
+    from churnops.serving.keys import create_key
 
     contract = load_feature_contract()
     path = keys_file(ws)
@@ -128,7 +128,7 @@ def create_key_command(
 def list_keys_command(home: HomeOption = None) -> None:
     """List the consumers holding API keys (hashes only)."""
     ws = workspace(home)
-    from serving.keys import load_key_hashes
+    from churnops.serving.keys import load_key_hashes
 
     path = keys_file(ws)
     try:

@@ -10,7 +10,7 @@ from rich.table import Table
 from churnops.commands.common import HomeOption, console, fail, workspace
 
 if TYPE_CHECKING:
-    from training.train import TrainResult
+    from churnops.training.train import TrainResult
 
 _SHORT = {"logistic_regression": "LR", "hist_gradient_boosting": "HGB"}
 
@@ -24,7 +24,7 @@ def summary_tables(result: TrainResult) -> list[Table]:
     Returns:
         The split table, then the metrics table.
     """
-    from training.evaluate import METRIC_NAMES
+    from churnops.training.evaluate import METRIC_NAMES
 
     dates = result.split_dates
     split = Table(title="Out-of-time split (observation dates, UTC)")
@@ -70,8 +70,8 @@ def train_command(
 ) -> None:
     """Train a logistic-regression baseline and gradient boosting on an out-of-time split, log the
     run in MLflow, and register the better one as `churn-model@challenger`."""
-    from features.store import apply, is_applied, open_store
-    from training.train import train
+    from churnops.features.store import apply, is_applied, open_store
+    from churnops.training.train import train
 
     ws = workspace(home)
     store = open_store(home=ws.home)
