@@ -68,15 +68,13 @@ def installed(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A virtual environment holding the wheel; returns its `bin/` folder."""
     venv = tmp_path_factory.mktemp("venv") / "env"
     _run([sys.executable, "-m", "venv", "--without-pip", str(venv)], timeout=120)
-    site = Path(
-        _run([str(venv / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"])
-        .stdout.strip()
-    )
+    python = str(venv / "bin" / "python")
+    site = Path(_run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"]).stdout.strip())
     # A plain path line: the running environment's packages become importable, but its .pth files
     # (among them the editable install of the checkout) are not executed.
     (site / "dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n", encoding="utf-8")
     _run(
-        [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "--no-deps", "--no-index", str(wheel)],
+        [python, "-m", "pip", "install", "--quiet", "--no-deps", "--no-index", str(wheel)],
         timeout=300,
     )
     return venv / "bin"
