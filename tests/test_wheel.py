@@ -69,7 +69,8 @@ def installed(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     venv = tmp_path_factory.mktemp("venv") / "env"
     _run([sys.executable, "-m", "venv", "--without-pip", str(venv)], timeout=120)
     python = str(venv / "bin" / "python")
-    site = Path(_run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"]).stdout.strip())
+    purelib = "import sysconfig; print(sysconfig.get_paths()['purelib'])"
+    site = Path(_run([python, "-c", purelib]).stdout.strip())
     # A plain path line: the running environment's packages become importable, but its .pth files
     # (among them the editable install of the checkout) are not executed.
     (site / "dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n", encoding="utf-8")
