@@ -7,6 +7,13 @@ Modules:
     prediction_log: `PredictionLog`, the append-only log written off the request path.
     keys: hashed API keys for the contract's approved consumers.
     metrics: `ServingMetrics`, the Prometheus registry, and the middleware timing every request.
-    app: `create_app`, the FastAPI application.
+    app: `create_app`, the FastAPI application: start-up, shutdown and the wiring of the parts below.
+    schemas: the request and response bodies (the OpenAPI schemas).
+    errors: `ServiceError` and the handlers that answer every error with an `ErrorBody`.
+    auth: `authorize`, the API-key dependency of the prediction routes.
+    state: `ServiceState` on `app.state.service`, and the `Runtime` start-up opens.
+    scorer: `Scorer`, online read → feature status → champion → predictions → prediction log.
+    batcher: `MicroBatcher`, concurrent single predictions scored in one call.
+    routers: the routes (predictions, health/readiness probes, Prometheus metrics).
     server: `run_server`, uvicorn with the settings the service was benchmarked with.
 """

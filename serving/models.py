@@ -60,9 +60,9 @@ class LoadedModel:
         was loaded, is used when there is one; it starts no thread pool. Otherwise the rows go
         through `predict_proba` with OpenMP (histogram gradient boosting opens a parallel region
         per tree) and BLAS pools limited to one thread: on a few rows, waking and joining worker
-        threads costs far more than the work (a one-row `predict_proba` on a busy 2-core machine
-        went from ~40 ms p50 to ~9 ms with the limit). OpenMP's limit is per thread, so it is set
-        once in each thread that scores with this model and left in place.
+        threads costs far more than the work, the more so on a busy machine with few cores.
+        OpenMP's limit is per thread, so it is set once in each thread that scores with this
+        model and left in place.
 
         Args:
             columns: Column name → values (one per row) for at least `input_columns`; a

@@ -194,8 +194,8 @@ class PredictionLog:
             db.close()
 
     def _write(self, db: sqlite_utils.Database, entries: list[LogEntry]) -> None:
-        # Plain tuples and one `executemany`: per-row dicts or DataFrames cost ~1 ms per entry,
-        # which at 200 requests/s held the GIL for >100 ms per flush and stalled the requests.
+        # Plain tuples and one `executemany`: per-row dicts or DataFrames held the GIL long
+        # enough per flush to stall the requests in flight (`bench/results/serving.md`).
         shadow = self._score_shadow(entries)
         rows: list[tuple[Any, ...]] = []
         for entry, (shadow_version, shadow_p) in zip(entries, shadow, strict=True):

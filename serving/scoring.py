@@ -1,9 +1,10 @@
 """A lean scoring path for the pipelines churnops trains, checked against scikit-learn at load.
 
-On one row, a fitted pipeline's `predict_proba` spends almost all of its ~3.5 ms in per-call
+On one row, a fitted pipeline's `predict_proba` spends almost all of its time in per-call
 machinery (input validation, `ColumnTransformer`'s DataFrame slicing and output configuration,
-a parallel region per tree) rather than in arithmetic. This module reads the fitted parameters
-once and replays the same arithmetic in the same order on plain arrays:
+a parallel region per tree) rather than in arithmetic (`bench/results/scoring.md`). This module
+reads the fitted parameters once and replays the same arithmetic in the same order on plain
+arrays:
 
 - `ColumnTransformer` blocks of `OrdinalEncoder`, `OneHotEncoder`, `StandardScaler` or
   `passthrough`, stacked in the transformer's order;
