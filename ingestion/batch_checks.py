@@ -45,7 +45,7 @@ def schema_check(contract: SourceContract, columns: Sequence[str]) -> CheckResul
     return CheckResult(contract.name, "schema", False, float(len(missing) + len(unexpected)), 0.0, message)
 
 
-def decide_mode(valid: pa.Table, contract: SourceContract, backfill: bool | None) -> tuple[Mode, str]:
+def decide_mode(valid: pa.Table, contract: SourceContract, *, backfill: bool | None) -> tuple[Mode, str]:
     """Whether a batch is a backfill (freshness skipped) or live, and why.
 
     Args:

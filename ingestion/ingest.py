@@ -173,19 +173,21 @@ def _ingest_file(ctx: BatchContext) -> BatchReport:
     raw = read_landing_file(ctx.file, ctx.contract)
     schema = schema_check(ctx.contract, raw.column_names)
     if schema is not None:
-        return _reject(ctx, raw, [schema], empty_violations(), mode=ctx.requested_mode, reason="")
+        return _reject(
+            ctx, raw, checks=[schema], violations=empty_violations(), mode=ctx.requested_mode, reason=""
+        )
     rows = screen_rows(
         raw,
         ctx.contract,
         now=ctx.run.now,
-        known=known_references(ctx.run.lake_dir, ctx.contract, ctx.run.contracts),
+        known=known_references(ctx.contract, lake_dir=ctx.run.lake_dir, contracts=ctx.run.contracts),
     )
-    mode, reason = decide_mode(rows.valid, ctx.contract, ctx.run.backfill)
+    mode, reason = decide_mode(rows.valid, ctx.contract, backfill=ctx.run.backfill)
     checks = contract_checks(rows.typed, rows.valid, ctx.contract, now=ctx.run.now, mode=mode, reason=reason)
     checks.append(quarantine_rate_check(ctx.contract, broken=rows.broken, received=raw.num_rows))
     if any(not c.passed for c in checks):
-        return _reject(ctx, raw, checks, rows.violations, mode=mode, reason=reason)
-    return _accept(ctx, raw, rows, checks, mode=mode, reason=reason)
+        return _reject(ctx, raw, checks=checks, violations=rows.violations, mode=mode, reason=reason)
+    return _accept(ctx, raw, rows=rows, checks=checks, mode=mode, reason=reason)
 
 
 def _skipped(prior: dict[str, Any]) -> BatchOutcome:
@@ -203,9 +205,9 @@ def _skipped(prior: dict[str, Any]) -> BatchOutcome:
 def _reject(
     ctx: BatchContext,
     raw: pa.Table,
+    *,
     checks: list[CheckResult],
     violations: pd.DataFrame,
-    *,
     mode: Mode,
     reason: str,
 ) -> BatchReport:
@@ -234,15 +236,15 @@ def _reject(
 def _accept(
     ctx: BatchContext,
     raw: pa.Table,
+    *,
     rows: ScreenedRows,
     checks: list[CheckResult],
-    *,
     mode: Mode,
     reason: str,
 ) -> BatchReport:
     """Merge a batch's valid rows into the lake, quarantine its broken ones, and log it."""
-    merge = merge_into_lake(rows.valid, ctx.contract, ctx.run.lake_dir)
-    late = count_late(merge.accepted, ctx.contract, ctx.run.lateness)
+    merge = merge_into_lake(rows.valid, ctx.contract, lake_dir=ctx.run.lake_dir)
+    late = count_late(merge.accepted, ctx.contract, lateness=ctx.run.lateness)
     quarantine = write_quarantine(
         ctx.quarantine_file, raw, rows.violations, file=ctx.file, contract=ctx.contract
     )

@@ -95,7 +95,7 @@ def dedup(valid: pa.Table, contract: SourceContract) -> pa.Table:
     return winners if unique_part is None else pa.concat_tables([unique_part, winners])
 
 
-def merge_into_lake(valid: pa.Table, contract: SourceContract, lake_dir: Path) -> LakeMerge:
+def merge_into_lake(valid: pa.Table, contract: SourceContract, *, lake_dir: Path) -> LakeMerge:
     """Deduplicate the batch, then against the lake, and rewrite the affected partitions.
 
     Args:
@@ -221,7 +221,7 @@ def _existing_keys(lake_dir: Path, contract: SourceContract) -> pa.Table | None:
         con.close()
 
 
-def count_late(accepted: pa.Table, contract: SourceContract, lateness: timedelta) -> int:
+def count_late(accepted: pa.Table, contract: SourceContract, *, lateness: timedelta) -> int:
     """Accepted rows ingested more than the allowed lateness after their event time.
 
     Args:

@@ -79,13 +79,13 @@ def screen_rows(
 
 
 def known_references(
-    lake_dir: Path, contract: SourceContract, contracts: dict[str, SourceContract]
+    contract: SourceContract, *, lake_dir: Path, contracts: dict[str, SourceContract]
 ) -> dict[str, pa.Array]:
     """For each `references` of the contract, the values the lake holds (e.g. customer ids).
 
     Args:
-        lake_dir: The lake's root folder.
         contract: The source's contract.
+        lake_dir: The lake's root folder.
         contracts: Every source contract (a reference to a source without one knows no values).
 
     Returns:
