@@ -2,19 +2,21 @@
 
 For each source (customers first, so the others can check their customer ids) and each of its
 landing files (`<landing>/<source>.csv|.parquet` and `<landing>/<source>/*.csv|*.parquet`), one
-batch:
+batch (its context: `batch.BatchContext`):
 
 1. Skip the file when a batch with the same content hash already succeeded (idempotence).
-2. Read it as text; garbage (empty, binary, no header, wrong delimiter) raises `IngestError`.
+2. Read it as text; garbage (empty, binary, no header, wrong delimiter) raises `IngestError`
+   (`readers`).
 3. Type every column and find row-level violations (null key, type, format, enum, range,
-   unknown customer, future timestamp).
+   unknown customer, future timestamp): `rows.screen_rows`.
 4. Run the batch checks (schema, completeness, uniqueness, freshness unless backfilling, the
-   `testing:` list, the share of rows quarantined). If any fails, the whole batch goes to
-   quarantine with its reasons and nothing reaches the lake.
+   `testing:` list, the share of rows quarantined): `batch_checks`. If any fails, the whole
+   batch goes to quarantine with its reasons and nothing reaches the lake.
 5. Otherwise resolve duplicates by key (latest `ingested_at` wins, ties keep the first row),
    also against what the lake already holds, and rewrite the affected date partitions
-   atomically. Broken rows go to `<quarantine>/<source>/<batch>.parquet`.
-6. Log the batch in the SQLite ingestion log.
+   atomically (`merge.merge_into_lake`). Broken rows go to `<quarantine>/<source>/<batch>.parquet`
+   (`rows.write_quarantine`).
+6. Log the batch in the SQLite ingestion log (`batch.log_batch`).
 
 Always: received = accepted + quarantined + duplicates.
 """
