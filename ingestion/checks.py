@@ -155,8 +155,26 @@ def run_checks(
         `testing:` list in order.
     """
     source = contract.name
-    table = _q(source)
-    total = int(_scalar(con, f"SELECT count(*) FROM {table}"))
+    total = int(_scalar(con, f"SELECT count(*) FROM {_q(source)}"))
+    results = _completeness(con, contract)
+    results.append(_uniqueness(con, contract))
+    results.append(
+        _freshness(
+            con,
+            contract,
+            relation=freshness_relation or source,
+            now=now,
+            mode=freshness,
+            skip_reason=skip_reason,
+        )
+    )
+    results += [_testing(con, contract, check, total=total) for check in contract.testing]
+    return results
+
+
+def _completeness(con: duckdb.DuckDBPyConnection, contract: SourceContract) -> list[CheckResult]:
+    """One result per column with a minimum share of present values."""
+    source, table = contract.name, _q(contract.name)
     results: list[CheckResult] = []
     for column, min_percent in contract.quality.completeness.items():
         share = _scalar(con, f"SELECT avg(CASE WHEN {_q(column)} IS NULL THEN 0.0 ELSE 1.0 END) FROM {table}")
@@ -181,7 +199,12 @@ def run_checks(
             f"{'meets' if passed else 'is below'} the minimum {min_percent:g}%"
         )
         results.append(CheckResult(source, "completeness", passed, percent, min_percent, message, column))
+    return results
 
+
+def _uniqueness(con: duckdb.DuckDBPyConnection, contract: SourceContract) -> CheckResult:
+    """The share of rows with a complete key whose key is distinct."""
+    source, table = contract.name, _q(contract.name)
     keys = contract.quality.uniqueness.columns
     key_list = ", ".join(_q(k) for k in keys)
     not_null = " AND ".join(f"{_q(k)} IS NOT NULL" for k in keys)
@@ -192,34 +215,16 @@ def run_checks(
     min_unique = contract.quality.uniqueness.min_percent
     label = "+".join(keys)
     if keyed == 0:
-        results.append(
-            CheckResult(
-                source, "uniqueness", True, None, min_unique, f"uniqueness {label}: no rows", label, True
-            )
+        return CheckResult(
+            source, "uniqueness", True, None, min_unique, f"uniqueness {label}: no rows", label, True
         )
-    else:
-        percent = 100.0 * distinct / keyed
-        passed = percent >= min_unique
-        message = (
-            f"uniqueness {label}: {percent:.2f}% of keyed rows have a distinct key "
-            f"({keyed - distinct} duplicates) {'meets' if passed else 'is below'} the minimum {min_unique:g}%"
-        )
-        results.append(CheckResult(source, "uniqueness", passed, percent, min_unique, message, label))
-
-    results.append(
-        _freshness(
-            con,
-            contract,
-            relation=freshness_relation or source,
-            now=now,
-            mode=freshness,
-            skip_reason=skip_reason,
-        )
+    percent = 100.0 * distinct / keyed
+    passed = percent >= min_unique
+    message = (
+        f"uniqueness {label}: {percent:.2f}% of keyed rows have a distinct key "
+        f"({keyed - distinct} duplicates) {'meets' if passed else 'is below'} the minimum {min_unique:g}%"
     )
-
-    for check in contract.testing:
-        results.append(_testing(con, contract, check, total=total))
-    return results
+    return CheckResult(source, "uniqueness", passed, percent, min_unique, message, label)
 
 
 def _freshness(
@@ -259,51 +264,80 @@ def _freshness(
     return CheckResult(contract.name, "freshness", passed, age_hours, limit_hours, message, rule.column)
 
 
+TestingCheck = NotNullCheck | AcceptedValuesCheck | UniqueCheck | RangeCheck | CustomCheck
+
+
 def _testing(
-    con: duckdb.DuckDBPyConnection,
-    contract: SourceContract,
-    check: NotNullCheck | AcceptedValuesCheck | UniqueCheck | RangeCheck | CustomCheck,
-    *,
-    total: int,
+    con: duckdb.DuckDBPyConnection, contract: SourceContract, check: TestingCheck, *, total: int
 ) -> CheckResult:
-    source, table = contract.name, _q(contract.name)
+    """One check of the contract's `testing:` list."""
     if isinstance(check, NotNullCheck):
-        share = _scalar(
-            con, f"SELECT avg(CASE WHEN {_q(check.column)} IS NULL THEN 0.0 ELSE 1.0 END) FROM {table}"
-        )
-        return _ratio_result(
-            source, "not_null", check.column, _float(share), check.threshold, "rows are present"
-        )
+        return _not_null(con, contract, check)
     if isinstance(check, AcceptedValuesCheck):
-        values = ", ".join("'" + v.replace("'", "''") + "'" for v in contract.column(check.column).enum or [])
-        col = _q(check.column)
-        share = _non_null_share(con, table, col, f"{col} IN ({values})")
-        return _ratio_result(
-            source, "accepted_values", check.column, _float(share), check.threshold, "values are in the enum"
-        )
+        return _accepted_values(con, contract, check)
     if isinstance(check, RangeCheck):
-        column = contract.column(check.column)
-        col = _q(check.column)
-        bounds = []
-        if column.minimum is not None:
-            bounds.append(f"{col} >= {column.minimum!r}")
-        if column.maximum is not None:
-            bounds.append(f"{col} <= {column.maximum!r}")
-        share = _non_null_share(con, table, col, " AND ".join(bounds))
-        return _ratio_result(
-            source, "range", check.column, _float(share), check.threshold, "values are in range"
-        )
+        return _range(con, contract, check)
     if isinstance(check, UniqueCheck):
-        cols = ", ".join(_q(c) for c in check.columns)
-        row = con.execute(
-            f"SELECT count(*), count(DISTINCT ({cols})) FROM {table} "
-            f"WHERE {' AND '.join(f'{_q(c)} IS NOT NULL' for c in check.columns)}"
-        ).fetchone()
-        share = None if not row or not row[0] else row[1] / row[0]
-        return _ratio_result(
-            source, "unique", "+".join(check.columns), share, check.threshold, "rows are unique"
-        )
-    rule = f"custom:{check.name}"
+        return _unique(con, contract, check)
+    return _custom(con, contract, check, total=total)
+
+
+def _not_null(con: duckdb.DuckDBPyConnection, contract: SourceContract, check: NotNullCheck) -> CheckResult:
+    share = _scalar(
+        con,
+        f"SELECT avg(CASE WHEN {_q(check.column)} IS NULL THEN 0.0 ELSE 1.0 END) FROM {_q(contract.name)}",
+    )
+    return _ratio_result(
+        contract.name, "not_null", check.column, _float(share), check.threshold, "rows are present"
+    )
+
+
+def _accepted_values(
+    con: duckdb.DuckDBPyConnection, contract: SourceContract, check: AcceptedValuesCheck
+) -> CheckResult:
+    values = ", ".join("'" + v.replace("'", "''") + "'" for v in contract.column(check.column).enum or [])
+    col = _q(check.column)
+    share = _non_null_share(con, _q(contract.name), col, f"{col} IN ({values})")
+    return _ratio_result(
+        contract.name,
+        "accepted_values",
+        check.column,
+        _float(share),
+        check.threshold,
+        "values are in the enum",
+    )
+
+
+def _range(con: duckdb.DuckDBPyConnection, contract: SourceContract, check: RangeCheck) -> CheckResult:
+    column = contract.column(check.column)
+    col = _q(check.column)
+    bounds = []
+    if column.minimum is not None:
+        bounds.append(f"{col} >= {column.minimum!r}")
+    if column.maximum is not None:
+        bounds.append(f"{col} <= {column.maximum!r}")
+    share = _non_null_share(con, _q(contract.name), col, " AND ".join(bounds))
+    return _ratio_result(
+        contract.name, "range", check.column, _float(share), check.threshold, "values are in range"
+    )
+
+
+def _unique(con: duckdb.DuckDBPyConnection, contract: SourceContract, check: UniqueCheck) -> CheckResult:
+    cols = ", ".join(_q(c) for c in check.columns)
+    row = con.execute(
+        f"SELECT count(*), count(DISTINCT ({cols})) FROM {_q(contract.name)} "
+        f"WHERE {' AND '.join(f'{_q(c)} IS NOT NULL' for c in check.columns)}"
+    ).fetchone()
+    share = None if not row or not row[0] else row[1] / row[0]
+    return _ratio_result(
+        contract.name, "unique", "+".join(check.columns), share, check.threshold, "rows are unique"
+    )
+
+
+def _custom(
+    con: duckdb.DuckDBPyConnection, contract: SourceContract, check: CustomCheck, *, total: int
+) -> CheckResult:
+    source, rule = contract.name, f"custom:{check.name}"
     if total == 0:
         return CheckResult(source, rule, True, None, check.threshold, f"{rule}: no rows", None, True)
     try:

@@ -112,15 +112,7 @@ def check_readable(path: Path, contract: SourceContract) -> list[str]:
         raise IngestError(f"landing file {path} is empty: expected {expected}.")
     if head.startswith(_PARQUET_MAGIC) or b"\x00" in head:
         raise IngestError(f"landing file {path} is binary, not CSV text: expected {expected}.")
-    try:
-        text = head.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        # A cut through a multi-byte character at the sniff boundary is not an encoding error.
-        if len(head) < _SNIFF_BYTES or exc.start < len(head) - 4:
-            raise IngestError(
-                f"landing file {path} is not UTF-8 text (byte {exc.start} is invalid): expected {expected}."
-            ) from exc
-        text = head[: exc.start].decode("utf-8-sig")
+    text = _decode_head(path, head, expected)
     first_line = text.splitlines()[0] if text.splitlines() else ""
     header = next(csv.reader([first_line]), [])
     names = [h.strip() for h in header]
@@ -143,6 +135,19 @@ def check_readable(path: Path, contract: SourceContract) -> list[str]:
             f"none of the contract's columns): expected {expected}."
         )
     return header
+
+
+def _decode_head(path: Path, head: bytes, expected: str) -> str:
+    """The sniffed bytes as text; raises unless they are UTF-8."""
+    try:
+        return head.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        # A cut through a multi-byte character at the sniff boundary is not an encoding error.
+        if len(head) < _SNIFF_BYTES or exc.start < len(head) - 4:
+            raise IngestError(
+                f"landing file {path} is not UTF-8 text (byte {exc.start} is invalid): expected {expected}."
+            ) from exc
+        return head[: exc.start].decode("utf-8-sig")
 
 
 def read_landing_file(path: Path, contract: SourceContract) -> pa.Table:

@@ -188,6 +188,19 @@ def _parse_times(columns: dict[str, tuple[pa.ChunkedArray, str]], rows: int) -> 
     return {name: result.column(name) for name in columns}
 
 
+class _Findings:
+    """The violations found so far in one batch, as frames of `_VIOLATION_COLUMNS`."""
+
+    def __init__(self, raw: pa.Table) -> None:
+        self.raw = raw
+        self.frames: list[pd.DataFrame] = []
+
+    def add(self, mask: np.ndarray, column: Column, rule: str, message: str) -> None:
+        """Record one violation of `rule` for each row where `mask` is True."""
+        if mask.any():
+            self.frames.append(_violations(np.flatnonzero(mask), column.name, rule, self.raw, message))
+
+
 def parse_batch(raw: pa.Table, contract: SourceContract) -> ParsedBatch:
     """Type every column and collect the violations that need only the row itself.
 
@@ -201,18 +214,12 @@ def parse_batch(raw: pa.Table, contract: SourceContract) -> ParsedBatch:
     Returns:
         The typed rows and the null/type/format/enum/range violations.
     """
-    rows = raw.num_rows
     nulls = pa.array(sorted({*contract.delivery.null_values, ""}), pa.string())
     keys = set(contract.primary_key)
     typed: dict[str, pa.ChunkedArray | pa.Array] = {}
-    found: list[pd.DataFrame] = []
+    findings = _Findings(raw)
     times: dict[str, tuple[pa.ChunkedArray, str]] = {}
     missing_of: dict[str, np.ndarray] = {}
-
-    def report(mask: np.ndarray, column: Column, rule: str, message: str) -> None:
-        if mask.any():
-            found.append(_violations(np.flatnonzero(mask), column.name, rule, raw, message))
-
     for column in contract.columns:
         original = raw.column(column.name)
         text = pc.utf8_trim_whitespace(original)
@@ -221,59 +228,88 @@ def parse_batch(raw: pa.Table, contract: SourceContract) -> ParsedBatch:
         if not column.nullable:
             rule = "null_key" if column.name in keys else "not_null"
             what = "key column" if column.name in keys else "column"
-            report(missing, column, rule, f"{what} {column.name} is empty; the contract says nullable: false")
-        absent = pa.array(missing)
+            message = f"{what} {column.name} is empty; the contract says nullable: false"
+            findings.add(missing, column, rule, message)
         if column.type == "string":
-            value = {"trim": text, "trim_lower": pc.utf8_lower(text)}.get(column.normalize or "", original)
-            value = pc.if_else(absent, pa.scalar(None, pa.string()), value)
-            typed[column.name] = value
-            if column.format is not None:
-                matches = pc.match_substring_regex(value, f"^(?:{column.format})$")
-                report(
-                    _flags(pc.invert(matches)), column, "format", f"expected text matching {column.format}"
-                )
-            if column.enum is not None:
-                known = pc.is_in(value, value_set=pa.array(column.enum, pa.string()))
-                bad = _flags(pc.invert(known)) & ~missing
-                report(bad, column, "accepted_values", f"expected one of {', '.join(column.enum)}")
-            continue
-        if column.type in ("int", "float"):
-            shaped = _flags(pc.match_substring_regex(text, _NUMBER)) & ~missing
-            numbers = pc.cast(pc.if_else(pa.array(shaped), text, pa.scalar(None, pa.string())), pa.float64())
-            values = numbers.to_numpy(zero_copy_only=False)
-            with np.errstate(invalid="ignore"):
-                ok = shaped & np.isfinite(values)
-                if column.type == "int":
-                    ok &= (np.floor(values) == values) & (np.abs(values) < 2**53)
-            values = np.where(ok, values, np.nan)
-            if column.type == "int":
-                typed[column.name] = pa.array(np.where(ok, values, 0).astype(np.int64), mask=~ok)
-            else:
-                typed[column.name] = pa.array(values, mask=~ok)
-            report(~missing & ~ok, column, "type", _TYPE_EXPECTED[column.type])
-            if column.minimum is not None or column.maximum is not None:
-                low = -np.inf if column.minimum is None else column.minimum
-                high = np.inf if column.maximum is None else column.maximum
-                with np.errstate(invalid="ignore"):
-                    out = ok & ((values < low) | (values > high))
-                report(out, column, "range", f"expected a value between {_fmt(low)} and {_fmt(high)}")
-            continue
-        if column.type == "bool":
-            lowered = pc.utf8_lower(text)
-            is_true = _flags(pc.is_in(lowered, value_set=pa.array(sorted(_TRUE))))
-            is_false = _flags(pc.is_in(lowered, value_set=pa.array(sorted(_FALSE))))
-            ok = is_true | is_false
-            typed[column.name] = pa.array(is_true, mask=~ok)
-            report(~missing & ~ok, column, "type", _TYPE_EXPECTED["bool"])
-            continue
-        times[column.name] = (pc.if_else(absent, pa.scalar(None, pa.string()), text), column.type)
-    for name, parsed in _parse_times(times, rows).items():
+            typed[column.name] = _type_string(
+                column, original=original, text=text, missing=missing, findings=findings
+            )
+        elif column.type in ("int", "float"):
+            typed[column.name] = _type_number(column, text=text, missing=missing, findings=findings)
+        elif column.type == "bool":
+            typed[column.name] = _type_bool(column, text=text, missing=missing, findings=findings)
+        else:
+            # Dates and timestamps of every column go through DuckDB together, after this loop.
+            times[column.name] = (
+                pc.if_else(pa.array(missing), pa.scalar(None, pa.string()), text),
+                column.type,
+            )
+    for name, parsed in _parse_times(times, raw.num_rows).items():
         column = contract.column(name)
         typed[name] = parsed
-        report(~missing_of[name] & ~_flags(pc.is_valid(parsed)), column, "type", _TYPE_EXPECTED[column.type])
+        findings.add(
+            ~missing_of[name] & ~_flags(pc.is_valid(parsed)), column, "type", _TYPE_EXPECTED[column.type]
+        )
     schema = lake_schema(contract)
     table = pa.table([_chunked(typed[f.name]).cast(f.type) for f in schema], schema=schema)
-    return ParsedBatch(typed=table, violations=_concat(found))
+    return ParsedBatch(typed=table, violations=_concat(findings.frames))
+
+
+def _type_string(
+    column: Column,
+    *,
+    original: pa.ChunkedArray,
+    text: pa.ChunkedArray,
+    missing: np.ndarray,
+    findings: _Findings,
+) -> pa.ChunkedArray:
+    """A string column after the contract's `normalize`, checked against its `format` and enum."""
+    value = {"trim": text, "trim_lower": pc.utf8_lower(text)}.get(column.normalize or "", original)
+    value = pc.if_else(pa.array(missing), pa.scalar(None, pa.string()), value)
+    if column.format is not None:
+        matches = pc.match_substring_regex(value, f"^(?:{column.format})$")
+        findings.add(_flags(pc.invert(matches)), column, "format", f"expected text matching {column.format}")
+    if column.enum is not None:
+        known = pc.is_in(value, value_set=pa.array(column.enum, pa.string()))
+        bad = _flags(pc.invert(known)) & ~missing
+        findings.add(bad, column, "accepted_values", f"expected one of {', '.join(column.enum)}")
+    return value
+
+
+def _type_number(
+    column: Column, *, text: pa.ChunkedArray, missing: np.ndarray, findings: _Findings
+) -> pa.Array:
+    """An int or float column: plain decimal text only, whole numbers for ints, within min/max."""
+    shaped = _flags(pc.match_substring_regex(text, _NUMBER)) & ~missing
+    numbers = pc.cast(pc.if_else(pa.array(shaped), text, pa.scalar(None, pa.string())), pa.float64())
+    values = numbers.to_numpy(zero_copy_only=False)
+    with np.errstate(invalid="ignore"):
+        ok = shaped & np.isfinite(values)
+        if column.type == "int":
+            ok &= (np.floor(values) == values) & (np.abs(values) < 2**53)
+    values = np.where(ok, values, np.nan)
+    findings.add(~missing & ~ok, column, "type", _TYPE_EXPECTED[column.type])
+    if column.minimum is not None or column.maximum is not None:
+        low = -np.inf if column.minimum is None else column.minimum
+        high = np.inf if column.maximum is None else column.maximum
+        with np.errstate(invalid="ignore"):
+            out = ok & ((values < low) | (values > high))
+        findings.add(out, column, "range", f"expected a value between {_fmt(low)} and {_fmt(high)}")
+    if column.type == "int":
+        return pa.array(np.where(ok, values, 0).astype(np.int64), mask=~ok)
+    return pa.array(values, mask=~ok)
+
+
+def _type_bool(
+    column: Column, *, text: pa.ChunkedArray, missing: np.ndarray, findings: _Findings
+) -> pa.Array:
+    """A boolean column: true/false and their usual spellings, any case."""
+    lowered = pc.utf8_lower(text)
+    is_true = _flags(pc.is_in(lowered, value_set=pa.array(sorted(_TRUE))))
+    is_false = _flags(pc.is_in(lowered, value_set=pa.array(sorted(_FALSE))))
+    ok = is_true | is_false
+    findings.add(~missing & ~ok, column, "type", _TYPE_EXPECTED["bool"])
+    return pa.array(is_true, mask=~ok)
 
 
 def epoch_micros(values: pa.ChunkedArray) -> np.ndarray:

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
 from churnops.commands.common import HomeOption, console, fail, workspace
+
+if TYPE_CHECKING:
+    from churnops.ingestion.ingest import IngestReport
 
 contracts_app = typer.Typer(
     help="Data contracts: run the source contracts' checks on the lake.", no_args_is_help=True
@@ -60,20 +63,31 @@ def ingest(
         )
     except (IngestError, ContractError) as exc:
         raise fail(" ".join(str(exc).split())) from exc
+    console.print(_batch_table(report, landing=landing))
+    _print_notes(report, landing=landing)
+    if not report.ok:
+        raise fail(_failure_message(report))
+
+
+_BATCH_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("source", "left"),
+    ("file", "left"),
+    ("mode", "left"),
+    ("received", "right"),
+    ("accepted", "right"),
+    ("quarantined", "right"),
+    ("duplicates", "right"),
+    ("late", "right"),
+    ("status", "left"),
+)
+_STATUS_COLOUR = {"ok": "green", "failed": "red", "skipped": "yellow"}
+
+
+def _batch_table(report: IngestReport, *, landing: Path) -> Table:
+    """One row per batch: its counts and status."""
     table = Table(title=f"Ingested {landing}")
-    for name, justify in (
-        ("source", "left"),
-        ("file", "left"),
-        ("mode", "left"),
-        ("received", "right"),
-        ("accepted", "right"),
-        ("quarantined", "right"),
-        ("duplicates", "right"),
-        ("late", "right"),
-        ("status", "left"),
-    ):
+    for name, justify in _BATCH_COLUMNS:
         table.add_column(name, justify=justify)  # type: ignore[arg-type]
-    colour = {"ok": "green", "failed": "red", "skipped": "yellow"}
     for batch in report.batches:
         table.add_row(
             batch.source,
@@ -84,9 +98,13 @@ def ingest(
             f"{batch.quarantined:,}",
             f"{batch.duplicates:,}",
             f"{batch.late:,}",
-            f"[{colour[batch.status]}]{batch.status}[/]",
+            f"[{_STATUS_COLOUR[batch.status]}]{batch.status}[/]",
         )
-    console.print(table)
+    return table
+
+
+def _print_notes(report: IngestReport, *, landing: Path) -> None:
+    """The sentences under the table: skips, backfills, quarantine files, sources without files."""
     for batch in report.batches:
         if batch.status == "skipped":
             console.print(f"[yellow]{batch.source}[/]: {batch.message}", highlight=False)
@@ -101,11 +119,14 @@ def ingest(
             )
     for name in report.missing:
         console.print(f"{name}: no landing file in {landing}", highlight=False)
-    if not report.ok:
-        lines = [
-            f"{b.source} ({b.file.name}): {failure.message}" for b in report.failed for failure in b.failures
-        ]
-        raise fail("batch(es) failed their contract, nothing of them reached the lake: " + "; ".join(lines))
+
+
+def _failure_message(report: IngestReport) -> str:
+    """Every failed check of every failed batch, in one paragraph."""
+    lines = [
+        f"{b.source} ({b.file.name}): {failure.message}" for b in report.failed for failure in b.failures
+    ]
+    return "batch(es) failed their contract, nothing of them reached the lake: " + "; ".join(lines)
 
 
 @contracts_app.command("check")
