@@ -28,7 +28,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from churnops.ingestion.generate import SCHEMAS, generate
+from churnops.synthetic.generate import generate
+from churnops.synthetic.schemas import SOURCES, column_names
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 SECTION = "## generate"
@@ -56,7 +57,7 @@ def naive_generate(*, out_dir: Path, customers: int, days: int, seed: int, start
     rnd = random.Random(seed)
     end = start + timedelta(days=days)
     iso = "%Y-%m-%dT%H:%M:%SZ"
-    rows: dict[str, list[list[object]]] = {name: [] for name in SCHEMAS}
+    rows: dict[str, list[list[object]]] = {name: [] for name in SOURCES}
     price = {"pro": 15.0, "enterprise": 45.0}
     event_counter = ticket_counter = invoice_counter = 0
     for i in range(1, customers + 1):
@@ -180,7 +181,7 @@ def naive_generate(*, out_dir: Path, customers: int, days: int, seed: int, start
     for name, data in rows.items():
         with (out_dir / f"{name}.csv").open("w", newline="") as f:
             writer = csv.writer(f)
-            writer.writerow([c for c, _ in SCHEMAS[name]])
+            writer.writerow(column_names(name))
             writer.writerows(data)
     return {name: len(data) for name, data in rows.items()}
 
@@ -229,7 +230,7 @@ def record(row: str) -> None:
     heads = [i for i, line in enumerate(lines) if line.rstrip() == SECTION]
     if not heads:
         section = (
-            f"\n{SECTION}\n\nThe synthetic source generator (`ingestion/generate.py`) against a naive "
+            f"\n{SECTION}\n\nThe synthetic source generator (`synthetic/`) against a naive "
             "per-customer-per-day Python loop (in `bench/generate_bench.py`), same model, CSV output.\n\n"
             "Command: `.venv/bin/python bench/generate_bench.py --record`\n\n" + TABLE_HEADER + row + "\n"
         )
