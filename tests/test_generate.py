@@ -20,6 +20,7 @@ from scipy.special import beta as beta_fn
 
 from churnops.contracts.source_contract import SOURCE_NAMES, load_source_contracts
 from churnops.ingestion.validate import lake_schema
+from churnops.synthetic.faults import FAULT_PLAN, UNKNOWN_ENUM_VALUES
 from churnops.synthetic.generate import GenerateResult, generate
 from churnops.synthetic.schemas import SOURCES, arrow_schema, make_table
 from churnops.synthetic.usage import COURSE_IDS
@@ -208,6 +209,17 @@ def test_generator_schemas_are_the_contracts() -> None:
     assert SOURCES == SOURCE_NAMES
     for source, contract in CONTRACTS.items():
         assert arrow_schema(source) == lake_schema(contract), source
+
+
+def test_fault_plan_damages_contract_columns() -> None:
+    assert set(FAULT_PLAN) == set(SOURCES)
+    for source, plan in FAULT_PLAN.items():
+        for kind, column in plan:
+            assert column is None or column in EXPECTED_COLUMNS[source], (source, kind, column)
+            if kind == "null_key":
+                assert column == KEY_COLUMNS[source]
+            if kind == "unknown_enum":
+                assert UNKNOWN_ENUM_VALUES[column] not in ENUMS[(source, column)]
 
 
 def test_a_table_off_the_contract_is_refused() -> None:
