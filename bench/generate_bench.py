@@ -23,21 +23,41 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from churnops.ingestion.generate import SCHEMAS, generate
+from churnops.synthetic.generate import generate
+from churnops.synthetic.schemas import SOURCES, column_names
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 SECTION = "## generate"
 START = datetime(2026, 1, 1, tzinfo=UTC)
+_ISO = "%Y-%m-%dT%H:%M:%SZ"
+_NAIVE_PRICE = {"pro": 15.0, "enterprise": 45.0}
 TABLE_HEADER = (
     "| date (UTC) | machine | python | customers x days | rows written | vectorised CSV median s "
     "| vectorised Parquet median s | naive loop s | speed-up (CSV) |\n"
     "|---|---|---|---|---|---|---|---|---|\n"
 )
+
+
+@dataclass(frozen=True)
+class _NaiveCustomer:
+    """One customer of the naive loop, with the draws every source needs."""
+
+    cid: str
+    e: float
+    paid: bool
+    plan: str
+    seats: int
+    signup: datetime
+    users: float
+    churned: bool
+    churn: datetime
+    stop: datetime
 
 
 def naive_generate(*, out_dir: Path, customers: int, days: int, seed: int, start: datetime) -> dict[str, int]:
@@ -55,124 +75,31 @@ def naive_generate(*, out_dir: Path, customers: int, days: int, seed: int, start
     """
     rnd = random.Random(seed)
     end = start + timedelta(days=days)
-    iso = "%Y-%m-%dT%H:%M:%SZ"
-    rows: dict[str, list[list[object]]] = {name: [] for name in SCHEMAS}
-    price = {"pro": 15.0, "enterprise": 45.0}
-    event_counter = ticket_counter = invoice_counter = 0
+    rows: dict[str, list[list[object]]] = {name: [] for name in SOURCES}
+    counters = {"usage_events": 0, "support_tickets": 0, "billing": 0}
     for i in range(1, customers + 1):
-        cid = f"CUST-{i:06d}"
-        e = rnd.betavariate(2.0, 2.5)
-        paid = rnd.random() < 0.35
-        plan = ("enterprise" if rnd.random() < 0.3 else "pro") if paid else "basic"
-        seats = {"basic": rnd.randint(1, 3), "pro": rnd.randint(2, 25), "enterprise": rnd.randint(20, 200)}[
-            plan
-        ]
-        signup = datetime.combine(start.date(), datetime.min.time(), UTC) - timedelta(
-            days=rnd.randint(30, 400)
-        )
-        # Seat utilization drawn on its own: the generator's copula to engagement needs a Beta
-        # quantile function the standard library lacks; the amount of work is the same.
-        utilization = rnd.betavariate(2.0, 2.5)
-        users = utilization * math.sqrt(seats)
-        p_churn = min(0.95, 0.35 * (0.4 + 1.4 * (1 - utilization) ** 1.6)) * (0.75 if paid else 1.0)
-        churned = rnd.random() < p_churn
-        churn = start + timedelta(days=rnd.randint(days // 4, days - 1), seconds=rnd.randint(0, 86_399))
-        stop = churn if churned else end
+        c = _naive_customer(rnd, i=i, start=start, end=end, days=days)
         for d in range(days):
             day = start + timedelta(days=d)
-            if day >= stop:
+            if day >= c.stop:
                 break
-            if rnd.random() < 0.005 * (0.3 + 1.26 * (1 - e)):
-                ticket_counter += 1
-                created = day + timedelta(seconds=rnd.randint(0, 86_399))
-                if created < stop:
-                    hours = round(24.0 * math.exp(rnd.gauss(0, 0.8)), 2)
-                    score = min(5, max(1, round(rnd.gauss(1.8 + 2.8 * e, 0.9))))
-                    rows["support_tickets"].append(
-                        [
-                            f"TCK-{ticket_counter:06d}",
-                            cid,
-                            created.strftime(iso),
-                            "how_to",
-                            "medium",
-                            f"{hours:.2f}",
-                            score,
-                            (created + timedelta(hours=hours)).strftime(iso),
-                        ]
-                    )
-            if rnd.random() >= 1 - (1 - (0.15 + 0.8 * e)) ** max(1.0, users):
-                continue
-            for _ in range(1 + poisson(rnd, users)):
-                session = day + timedelta(seconds=rnd.randint(0, 86_400 - 3_600))
-                events = [("login", 0)]
-                events += [
-                    ("video_watch", rnd.randint(30, 3_599)) for _ in range(poisson(rnd, 0.2 + 1.6 * e))
-                ]
-                events += [
-                    ("quiz_attempt", rnd.randint(30, 3_599)) for _ in range(poisson(rnd, 0.05 + 0.6 * e))
-                ]
-                if rnd.random() < 0.03 + 0.07 * e:
-                    events.append(("course_enroll", rnd.randint(30, 3_599)))
-                if rnd.random() < 0.004 + 0.02 * e:
-                    events.append(("certificate_earned", rnd.randint(30, 3_599)))
-                for etype, offset in events:
-                    ts = session + timedelta(seconds=offset)
-                    if ts >= stop:
-                        continue
-                    event_counter += 1
-                    minutes = f"{rnd.gammavariate(2.0, 3.0 + 12.0 * e):.2f}" if etype == "video_watch" else ""
-                    quiz = (
-                        f"{min(100.0, max(0.0, rnd.gauss(45 + 45 * e, 12))):.1f}"
-                        if etype == "quiz_attempt"
-                        else ""
-                    )
-                    course = "" if etype == "login" else f"COURSE-{rnd.randint(1, 40):03d}"
-                    ingested = min(ts + timedelta(seconds=rnd.randint(60, 900)), end)
-                    rows["usage_events"].append(
-                        [
-                            f"EVT-{event_counter:010d}",
-                            cid,
-                            ts.strftime(iso),
-                            etype,
-                            course,
-                            minutes,
-                            quiz,
-                            ingested.strftime(iso),
-                        ]
-                    )
-        if paid:
-            due = signup + timedelta(seconds=rnd.randint(0, 6 * 3_600))
-            while due < stop:
-                invoice_counter += 1
-                failed = rnd.random() < 0.07 * (0.25 + 1.35 * (1 - e))
-                rows["billing"].append(
-                    [
-                        f"INV-{invoice_counter:07d}",
-                        cid,
-                        due.strftime(iso),
-                        f"{seats * price[plan]:.2f}",
-                        "USD",
-                        "failed" if failed else "paid",
-                        plan,
-                        "",
-                        due.strftime(iso),
-                    ]
-                )
-                due += timedelta(days=30)
-        if churned:
-            rows["churn_labels"].append([cid, churn.strftime(iso), "low_usage", churn.strftime(iso)])
+            _naive_day(rnd, c, day=day, end=end, rows=rows, counters=counters)
+        if c.paid:
+            _naive_invoices(rnd, c, rows=rows, counters=counters)
+        if c.churned:
+            rows["churn_labels"].append([c.cid, c.churn.strftime(_ISO), "low_usage", c.churn.strftime(_ISO)])
         rows["customers"].append(
             [
-                cid,
+                c.cid,
                 "Blue Harbor Labs",
-                signup.date().isoformat(),
-                plan,
-                seats,
+                c.signup.date().isoformat(),
+                c.plan,
+                c.seats,
                 "education",
                 "US",
                 "organic",
-                str(not churned).lower(),
-                signup.strftime(iso),
+                str(not c.churned).lower(),
+                c.signup.strftime(_ISO),
             ]
         )
     # The naive version sorts events by time too, as the real feed is in event order.
@@ -180,9 +107,138 @@ def naive_generate(*, out_dir: Path, customers: int, days: int, seed: int, start
     for name, data in rows.items():
         with (out_dir / f"{name}.csv").open("w", newline="") as f:
             writer = csv.writer(f)
-            writer.writerow([c for c, _ in SCHEMAS[name]])
+            writer.writerow(column_names(name))
             writer.writerows(data)
     return {name: len(data) for name, data in rows.items()}
+
+
+def _naive_customer(
+    rnd: random.Random, *, i: int, start: datetime, end: datetime, days: int
+) -> _NaiveCustomer:
+    """Draw one customer's plan, seats, signup, utilization and churn."""
+    e = rnd.betavariate(2.0, 2.5)
+    paid = rnd.random() < 0.35
+    plan = ("enterprise" if rnd.random() < 0.3 else "pro") if paid else "basic"
+    seats = {"basic": rnd.randint(1, 3), "pro": rnd.randint(2, 25), "enterprise": rnd.randint(20, 200)}[plan]
+    signup = datetime.combine(start.date(), datetime.min.time(), UTC) - timedelta(days=rnd.randint(30, 400))
+    # Seat utilization drawn on its own: the generator's copula to engagement needs a Beta
+    # quantile function the standard library lacks; the amount of work is the same.
+    utilization = rnd.betavariate(2.0, 2.5)
+    p_churn = min(0.95, 0.35 * (0.4 + 1.4 * (1 - utilization) ** 1.6)) * (0.75 if paid else 1.0)
+    churned = rnd.random() < p_churn
+    churn = start + timedelta(days=rnd.randint(days // 4, days - 1), seconds=rnd.randint(0, 86_399))
+    return _NaiveCustomer(
+        cid=f"CUST-{i:06d}",
+        e=e,
+        paid=paid,
+        plan=plan,
+        seats=seats,
+        signup=signup,
+        users=utilization * math.sqrt(seats),
+        churned=churned,
+        churn=churn,
+        stop=churn if churned else end,
+    )
+
+
+def _naive_day(
+    rnd: random.Random,
+    c: _NaiveCustomer,
+    *,
+    day: datetime,
+    end: datetime,
+    rows: dict[str, list[list[object]]],
+    counters: dict[str, int],
+) -> None:
+    """One customer-day: maybe a ticket, then, if the account is active, its sessions."""
+    if rnd.random() < 0.005 * (0.3 + 1.26 * (1 - c.e)):
+        counters["support_tickets"] += 1
+        created = day + timedelta(seconds=rnd.randint(0, 86_399))
+        if created < c.stop:
+            hours = round(24.0 * math.exp(rnd.gauss(0, 0.8)), 2)
+            score = min(5, max(1, round(rnd.gauss(1.8 + 2.8 * c.e, 0.9))))
+            rows["support_tickets"].append(
+                [
+                    f"TCK-{counters['support_tickets']:06d}",
+                    c.cid,
+                    created.strftime(_ISO),
+                    "how_to",
+                    "medium",
+                    f"{hours:.2f}",
+                    score,
+                    (created + timedelta(hours=hours)).strftime(_ISO),
+                ]
+            )
+    if rnd.random() >= 1 - (1 - (0.15 + 0.8 * c.e)) ** max(1.0, c.users):
+        return
+    for _ in range(1 + poisson(rnd, c.users)):
+        _naive_session(rnd, c, day=day, end=end, rows=rows, counters=counters)
+
+
+def _naive_session(
+    rnd: random.Random,
+    c: _NaiveCustomer,
+    *,
+    day: datetime,
+    end: datetime,
+    rows: dict[str, list[list[object]]],
+    counters: dict[str, int],
+) -> None:
+    """One session: a login and the learning events that follow it, cut at the customer's stop."""
+    e = c.e
+    session = day + timedelta(seconds=rnd.randint(0, 86_400 - 3_600))
+    events = [("login", 0)]
+    events += [("video_watch", rnd.randint(30, 3_599)) for _ in range(poisson(rnd, 0.2 + 1.6 * e))]
+    events += [("quiz_attempt", rnd.randint(30, 3_599)) for _ in range(poisson(rnd, 0.05 + 0.6 * e))]
+    if rnd.random() < 0.03 + 0.07 * e:
+        events.append(("course_enroll", rnd.randint(30, 3_599)))
+    if rnd.random() < 0.004 + 0.02 * e:
+        events.append(("certificate_earned", rnd.randint(30, 3_599)))
+    for etype, offset in events:
+        ts = session + timedelta(seconds=offset)
+        if ts >= c.stop:
+            continue
+        counters["usage_events"] += 1
+        minutes = f"{rnd.gammavariate(2.0, 3.0 + 12.0 * e):.2f}" if etype == "video_watch" else ""
+        quiz = f"{min(100.0, max(0.0, rnd.gauss(45 + 45 * e, 12))):.1f}" if etype == "quiz_attempt" else ""
+        course = "" if etype == "login" else f"COURSE-{rnd.randint(1, 40):03d}"
+        ingested = min(ts + timedelta(seconds=rnd.randint(60, 900)), end)
+        rows["usage_events"].append(
+            [
+                f"EVT-{counters['usage_events']:010d}",
+                c.cid,
+                ts.strftime(_ISO),
+                etype,
+                course,
+                minutes,
+                quiz,
+                ingested.strftime(_ISO),
+            ]
+        )
+
+
+def _naive_invoices(
+    rnd: random.Random, c: _NaiveCustomer, *, rows: dict[str, list[list[object]]], counters: dict[str, int]
+) -> None:
+    """A paid customer's invoices, every 30 days from signup until they stop."""
+    due = c.signup + timedelta(seconds=rnd.randint(0, 6 * 3_600))
+    while due < c.stop:
+        counters["billing"] += 1
+        failed = rnd.random() < 0.07 * (0.25 + 1.35 * (1 - c.e))
+        rows["billing"].append(
+            [
+                f"INV-{counters['billing']:07d}",
+                c.cid,
+                due.strftime(_ISO),
+                f"{c.seats * _NAIVE_PRICE[c.plan]:.2f}",
+                "USD",
+                "failed" if failed else "paid",
+                c.plan,
+                "",
+                due.strftime(_ISO),
+            ]
+        )
+        due += timedelta(days=30)
 
 
 def poisson(rnd: random.Random, lam: float) -> int:
@@ -229,7 +285,7 @@ def record(row: str) -> None:
     heads = [i for i, line in enumerate(lines) if line.rstrip() == SECTION]
     if not heads:
         section = (
-            f"\n{SECTION}\n\nThe synthetic source generator (`ingestion/generate.py`) against a naive "
+            f"\n{SECTION}\n\nThe synthetic source generator (`synthetic/`) against a naive "
             "per-customer-per-day Python loop (in `bench/generate_bench.py`), same model, CSV output.\n\n"
             "Command: `.venv/bin/python bench/generate_bench.py --record`\n\n" + TABLE_HEADER + row + "\n"
         )

@@ -33,8 +33,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from churnops.contracts.source_contract import SourceContract, load_source_contracts
-from churnops.ingestion.generate import generate
 from churnops.ingestion.ingest import ingest
+from churnops.synthetic.generate import generate
 
 START = date(2026, 1, 1)
 DAYS = 120

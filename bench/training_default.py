@@ -38,9 +38,9 @@ START = datetime(2026, 6, 1, tzinfo=UTC)
 def one_world(*, seed: int, customers: int, days: int) -> dict[str, object]:
     from churnops.features.build import build_features
     from churnops.features.store import apply, open_store
-    from churnops.ingestion.generate import generate
     from churnops.ingestion.ingest import ingest
     from churnops.settings import open_workspace
+    from churnops.synthetic.generate import generate
     from churnops.training.train import train
 
     with tempfile.TemporaryDirectory(prefix="churnops-bench-training-") as tmp:

@@ -47,7 +47,7 @@ class StepResult:
 
 
 def step_generate(ws: Workspace, opts: DemoOptions) -> str:
-    from churnops.ingestion.generate import generate
+    from churnops.synthetic.generate import generate
 
     result = generate(out_dir=ws.landing, customers=opts.customers, days=opts.days, seed=opts.seed)
     rows = ", ".join(f"{name} {count:,}" for name, count in result.rows.items())

@@ -1,1 +1,1 @@
-"""Ingestion: the synthetic source generator, and landing files into the lake."""
+"""Ingestion: landing files into the lake."""

@@ -18,9 +18,9 @@ from churnops.cli import app
 from churnops.features.store import FEATURE_REPO, open_store
 from churnops.features.table import read_latest
 from churnops.features.training_set import get_training_set
-from churnops.ingestion.generate import generate
 from churnops.ingestion.ingest import ingest
 from churnops.ingestion.lake import read_source
+from churnops.synthetic.generate import generate
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
 DAYS = 45

@@ -1,4 +1,4 @@
-"""Tests for the synthetic source generator (`ingestion.generate`)."""
+"""Tests for the synthetic source generator (`churnops.synthetic`), checked against the source contracts."""
 
 from __future__ import annotations
 
@@ -18,25 +18,13 @@ from hypothesis import strategies as st
 from scipy import stats
 from scipy.special import beta as beta_fn
 
-from churnops.ingestion.generate import (
-    CHURN_REASONS,
-    COUNTRIES,
-    COURSE_IDS,
-    EVENT_TYPES,
-    INDUSTRIES,
-    KEY_COLUMNS,
-    MARKETING_SOURCES,
-    PAYMENT_STATUSES,
-    PLAN_TYPES,
-    SCHEMAS,
-    SOURCES,
-    TICKET_CATEGORIES,
-    TICKET_PRIORITIES,
-    GenerateResult,
-    build_population,
-    generate,
-    resolve_window,
-)
+from churnops.contracts.source_contract import SOURCE_NAMES, load_source_contracts
+from churnops.ingestion.validate import lake_schema
+from churnops.synthetic.faults import FAULT_PLAN, UNKNOWN_ENUM_VALUES
+from churnops.synthetic.generate import GenerateResult, generate
+from churnops.synthetic.schemas import SOURCES, arrow_schema, make_table
+from churnops.synthetic.usage import COURSE_IDS
+from churnops.synthetic.world import build_population, resolve_window
 
 START = datetime(2026, 3, 1, tzinfo=UTC)
 SMALL = {"customers": 300, "days": 60, "seed": 7, "start": START}
@@ -46,107 +34,33 @@ DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 ISO = "%Y-%m-%dT%H:%M:%SZ"
 DAY = pd.Timedelta(days=1)
 
-# The contract every file must follow, written out independently of the generator's tables.
-EXPECTED_COLUMNS = {
-    "customers": [
-        "customer_id",
-        "company_name",
-        "signup_date",
-        "plan_type",
-        "seat_count",
-        "industry",
-        "country",
-        "marketing_source",
-        "is_active",
-        "ingested_at",
-    ],
-    "usage_events": [
-        "event_id",
-        "customer_id",
-        "event_timestamp",
-        "event_type",
-        "course_id",
-        "watch_minutes",
-        "quiz_score",
-        "ingested_at",
-    ],
-    "support_tickets": [
-        "ticket_id",
-        "customer_id",
-        "created_at",
-        "category",
-        "priority",
-        "resolution_hours",
-        "satisfaction_score",
-        "ingested_at",
-    ],
-    "billing": [
-        "invoice_id",
-        "customer_id",
-        "invoice_date",
-        "amount",
-        "currency",
-        "payment_status",
-        "plan_type",
-        "previous_plan_type",
-        "ingested_at",
-    ],
-    "churn_labels": ["customer_id", "churn_date", "churn_reason", "ingested_at"],
-}
+# What every file must follow is read from the source contracts, not restated here.
+CONTRACTS = load_source_contracts()
+EXPECTED_COLUMNS = {source: contract.column_names for source, contract in CONTRACTS.items()}
 TS_COLUMNS = {
-    "customers": ["ingested_at"],
-    "usage_events": ["event_timestamp", "ingested_at"],
-    "support_tickets": ["created_at", "ingested_at"],
-    "billing": ["invoice_date", "ingested_at"],
-    "churn_labels": ["churn_date", "ingested_at"],
+    source: [c.name for c in contract.columns if c.type == "timestamp"]
+    for source, contract in CONTRACTS.items()
 }
-UTC_US = pa.timestamp("us", tz="UTC")
-PARQUET_TYPES = {
-    "customers": [pa.string(), pa.string(), pa.date32(), pa.string(), pa.int64()]
-    + [pa.string()] * 3
-    + [pa.bool_(), UTC_US],
-    "usage_events": [
-        pa.string(),
-        pa.string(),
-        UTC_US,
-        pa.string(),
-        pa.string(),
-        pa.float64(),
-        pa.float64(),
-        UTC_US,
-    ],
-    "support_tickets": [
-        pa.string(),
-        pa.string(),
-        UTC_US,
-        pa.string(),
-        pa.string(),
-        pa.float64(),
-        pa.int64(),
-        UTC_US,
-    ],
-    "billing": [pa.string(), pa.string(), UTC_US, pa.float64()] + [pa.string()] * 4 + [UTC_US],
-    "churn_labels": [pa.string(), UTC_US, pa.string(), UTC_US],
-}
+KEY_COLUMNS = {source: contract.primary_key[0] for source, contract in CONTRACTS.items()}
+# A clean Parquet file holds exactly the lake table's types, so ingestion converts nothing.
+PARQUET_TYPES = {source: lake_schema(contract).types for source, contract in CONTRACTS.items()}
+# The identifier patterns of the keys a source mints, and of the customer references.
 ID_PATTERNS = {
-    "customers": r"^CUST-\d{6}$",
-    "usage_events": r"^EVT-\d{10}$",
-    "support_tickets": r"^TCK-\d{6}$",
-    "billing": r"^INV-\d{7}$",
+    source: contract.column(KEY_COLUMNS[source]).format
+    for source, contract in CONTRACTS.items()
+    if source != "churn_labels"
 }
 ENUMS = {
-    ("customers", "plan_type"): PLAN_TYPES,
-    ("customers", "industry"): INDUSTRIES,
-    ("customers", "country"): COUNTRIES,
-    ("customers", "marketing_source"): MARKETING_SOURCES,
-    ("usage_events", "event_type"): EVENT_TYPES,
+    (source, c.name): tuple(c.enum)
+    for source, contract in CONTRACTS.items()
+    for c in contract.columns
+    if c.enum
+}
+# Where the generator draws from less than the contract allows: its course catalogue, and plan
+# changes between the paid plans only.
+GENERATED_VALUES = {
     ("usage_events", "course_id"): COURSE_IDS,
-    ("support_tickets", "category"): TICKET_CATEGORIES,
-    ("support_tickets", "priority"): TICKET_PRIORITIES,
-    ("billing", "payment_status"): PAYMENT_STATUSES,
-    ("billing", "plan_type"): ("pro", "enterprise"),
     ("billing", "previous_plan_type"): ("pro", "enterprise"),
-    ("churn_labels", "churn_reason"): CHURN_REASONS,
 }
 
 
@@ -291,9 +205,33 @@ def test_result_is_frozen(small_csv: GenerateResult) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-def test_schema_constants_match_the_contract() -> None:
-    assert {s: [c for c, _ in cols] for s, cols in SCHEMAS.items()} == EXPECTED_COLUMNS
-    assert tuple(EXPECTED_COLUMNS) == SOURCES
+def test_generator_schemas_are_the_contracts() -> None:
+    assert SOURCES == SOURCE_NAMES
+    for source, contract in CONTRACTS.items():
+        assert arrow_schema(source) == lake_schema(contract), source
+
+
+def test_fault_plan_damages_contract_columns() -> None:
+    assert set(FAULT_PLAN) == set(SOURCES)
+    for source, plan in FAULT_PLAN.items():
+        for kind, column in plan:
+            assert column is None or column in EXPECTED_COLUMNS[source], (source, kind, column)
+            if kind == "null_key":
+                assert column == KEY_COLUMNS[source]
+            if kind == "unknown_enum":
+                assert UNKNOWN_ENUM_VALUES[column] not in ENUMS[(source, column)]
+
+
+def test_a_table_off_the_contract_is_refused() -> None:
+    ids = pa.array(["CUST-000001"])
+    when = pa.array([0], type=pa.timestamp("us", tz="UTC"))
+    reason = pa.array(["price"])
+    labels = {"customer_id": ids, "churn_date": when, "churn_reason": reason, "ingested_at": when}
+    assert make_table("churn_labels", labels).column_names == EXPECTED_COLUMNS["churn_labels"]
+    with pytest.raises(ValueError, match="differ from the contract"):
+        make_table("churn_labels", {**labels, "extra": reason})
+    with pytest.raises(ValueError, match="the contract says timestamp"):
+        make_table("churn_labels", {**labels, "churn_date": pa.array(["2026-01-01"])})
 
 
 @pytest.mark.parametrize("source", SOURCES)
@@ -309,13 +247,16 @@ def test_csv_columns_and_text_formats(small_csv: GenerateResult, source: str) ->
         assert df["signup_date"].str.match(DATE_RE).all()
         assert set(df["is_active"]) <= {"true", "false"}
         assert df["seat_count"].str.match(r"^\d+$").all()
+    floats = [c.name for c in CONTRACTS[source].columns if c.type == "float"]
     for col, decimals in {"watch_minutes": 2, "quiz_score": 1, "resolution_hours": 2, "amount": 2}.items():
         if col in df:
+            floats.remove(col)
             filled = df.loc[df[col] != "", col]
             assert filled.str.match(rf"^\d+\.\d{{{decimals}}}$").all(), col
     if source == "support_tickets":
         filled = df.loc[df["satisfaction_score"] != "", "satisfaction_score"]
         assert filled.isin(["1", "2", "3", "4", "5"]).all()
+    assert not floats, f"no decimals stated for the contract's float columns {floats}"
 
 
 @pytest.mark.parametrize("source", SOURCES)
@@ -374,6 +315,30 @@ def test_ids_are_sequential(small_frames: dict[str, pd.DataFrame]) -> None:
 def test_enums(small_frames: dict[str, pd.DataFrame], source: str, col: str) -> None:
     values = small_frames[source][col].dropna()
     assert set(values) <= set(ENUMS[(source, col)])
+
+
+@pytest.mark.parametrize(("source", "col"), list(GENERATED_VALUES))
+def test_narrower_generated_values(small_frames: dict[str, pd.DataFrame], source: str, col: str) -> None:
+    values = small_frames[source][col].dropna()
+    assert set(values) <= set(GENERATED_VALUES[(source, col)])
+    column = CONTRACTS[source].column(col)
+    allowed = [v for v in GENERATED_VALUES[(source, col)] if column.enum is None or v in column.enum]
+    assert allowed == list(GENERATED_VALUES[(source, col)])
+    if column.format:
+        assert all(re.match(column.format, v) for v in GENERATED_VALUES[(source, col)])
+
+
+@pytest.mark.parametrize("source", SOURCES)
+def test_contract_nullability_and_ranges_hold(small_frames: dict[str, pd.DataFrame], source: str) -> None:
+    df = small_frames[source]
+    for column in CONTRACTS[source].columns:
+        if not column.nullable:
+            assert df[column.name].notna().all(), column.name
+        values = df[column.name].dropna()
+        if column.minimum is not None:
+            assert (values >= column.minimum).all(), column.name
+        if column.maximum is not None:
+            assert (values <= column.maximum).all(), column.name
 
 
 def test_nulls_follow_the_conventions(small_frames: dict[str, pd.DataFrame]) -> None:
@@ -771,9 +736,10 @@ def detect_faults(source: str, df: pd.DataFrame, customers: set[str], end: datet
     key = KEY_COLUMNS[source]
     flags["duplicate_row"] = df.duplicated(keep="first")
     flags["null_key"] = df[key] == ""
-    enum_cols = [col for (src, col) in ENUMS if src == source]
+    vocabulary = {**ENUMS, **GENERATED_VALUES}
+    enum_cols = [col for (src, col) in vocabulary if src == source]
     flags["unknown_enum"] = np.logical_or.reduce(
-        [(df[col] != "") & ~df[col].isin(ENUMS[(source, col)]) for col in enum_cols]
+        [(df[col] != "") & ~df[col].isin(vocabulary[(source, col)]) for col in enum_cols]
     )
     flags["negative_amount"] = df["amount"].astype(float) < 0 if source == "billing" else False
     parsed = {

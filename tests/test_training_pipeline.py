@@ -30,8 +30,8 @@ class Home:
 @pytest.fixture(scope="module")
 def home(tmp_path_factory: pytest.TempPathFactory) -> Home:
     from churnops.features.build import build_features
-    from churnops.ingestion.generate import generate
     from churnops.ingestion.ingest import ingest
+    from churnops.synthetic.generate import generate
 
     ws = open_workspace(tmp_path_factory.mktemp("pipeline-home"))
     generated = generate(out_dir=ws.landing, customers=300, days=DAYS, seed=7, start=START)

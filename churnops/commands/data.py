@@ -36,7 +36,7 @@ def generate(
     """Write the five synthetic sources (customers, usage_events, support_tickets, billing, churn_labels)."""
     if fmt not in ("csv", "parquet"):
         raise fail(f"--format must be 'csv' or 'parquet', got {fmt!r}.", code=2)
-    from churnops.ingestion.generate import generate as run_generate
+    from churnops.synthetic.generate import generate as run_generate
 
     ws = workspace(home)
     file_format: Literal["csv", "parquet"] = "csv" if fmt == "csv" else "parquet"
