@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from datetime import UTC, date, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -907,12 +906,10 @@ def test_arguments_are_keyword_only(tmp_path: Path) -> None:
         generate(tmp_path)  # type: ignore[misc]
 
 
-def test_default_size_is_fast(tmp_path: Path) -> None:
-    began = time.perf_counter()
+def test_default_size(tmp_path: Path) -> None:
+    # How fast it is belongs to bench/generate_bench.py, not to a test on a machine of unknown load.
     result = generate(out_dir=tmp_path, start=START)
-    elapsed = time.perf_counter() - began
     assert result.rows["customers"] == 2000 and result.rows["usage_events"] > 200_000
-    assert elapsed < 20
 
 
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
