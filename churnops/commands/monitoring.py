@@ -2,8 +2,8 @@
 
 Wiring only: resolve the workspace, pass its paths to the monitoring stage (`monitoring.inputs`
 reads the frames, `monitoring.registry` the challenger's logged datasets, `monitoring.promotion`
-runs the gate), print Rich tables. Exit status: 0 fine (warnings printed), 1 a rule, drift block or gate refusal,
-2 bad input.
+runs the gate), print Rich tables. Exit status: 0 fine (warnings printed), 1 a rule, drift block
+or gate refusal, 2 bad input.
 """
 
 from __future__ import annotations
