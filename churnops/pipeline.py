@@ -146,9 +146,15 @@ def step_train(ws: Workspace, opts: DemoOptions) -> str:
 
 
 def step_promote(ws: Workspace, opts: DemoOptions) -> str:
-    from churnops.commands.monitoring import run_gate
+    from churnops.monitoring.promotion import run_gate
 
-    run = run_gate(ws)
+    run = run_gate(
+        lake_dir=ws.lake,
+        features_dir=ws.features,
+        audit_db=ws.audit_db,
+        tracking_uri=ws.tracking_uri,
+        tracking_db=ws.tracking_db,
+    )
     decision = run.decision
     if decision.decision not in ("promoted", "unchanged"):
         reasons = "; ".join(f"{c.name}: {c.detail}" for c in decision.failures)

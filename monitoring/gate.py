@@ -1,4 +1,4 @@
-"""The promotion gate: may the `challenger` version of a registered model become `champion`?
+"""The promotion gate's decision: may the `challenger` version of a registered model become `champion`?
 
 The gate passes when all four checks pass:
 
@@ -12,43 +12,29 @@ The gate passes when all four checks pass:
    contract's `promotion.tolerance`. With no champion yet, this check passes.
 
 Pass → alias `champion` moves to the challenger. Fail → nothing moves, unless forced with a reason.
-The registered model keeps the ordered list of champions in the tag `churnops.champion_history`, so
-`rollback` can move `champion` back to the previous one. Every decision (dry runs excepted) is written
-to the audit table and, for promotions, its drift report and gate result are logged to the
-challenger's MLflow run under `gate/`.
 
-Functions here take explicit inputs (an `MlflowClient`, frames, reports); gathering them from a
-workspace is the CLI's job.
+Everything here is pure: checks and decisions are made from plain values, reports and frames, and
+nothing talks to MLflow (so the decision is testable without a registry). Reading and moving the
+registry's aliases, logging to runs and auditing is `monitoring.registry`; gathering the inputs
+and running the whole gate is `monitoring.promotion`.
 """
 
 from __future__ import annotations
 
-import json
 import math
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import pandas as pd
 
-from churnops.contracts.feature_contract import FeatureContract
-from churnops.monitoring.audit import AuditCheck, AuditRecord, record_decision
+from churnops.monitoring.audit import AuditCheck, AuditRecord
 from churnops.monitoring.drift import DriftResult
 from churnops.monitoring.quality import QualityReport
+from churnops.training.names import CHAMPION, LABEL_COLUMN
 
-if TYPE_CHECKING:
-    from mlflow import MlflowClient
-
-MODEL_NAME = "churn-model"
-CHAMPION = "champion"
-CHALLENGER = "challenger"
-HISTORY_TAG = "churnops.champion_history"
-TRAIN_ARTIFACT = "datasets/train.parquet"
-TEST_ARTIFACT = "datasets/test.parquet"
-LABEL = "label"
+MOVES_CHAMPION = ("promoted", "forced")
 
 
 class GateError(RuntimeError):
@@ -257,7 +243,7 @@ def model_check(*, challenger_score: float, champion_score: float | None, tolera
     )
 
 
-def pr_auc(*, model: Any, frame: pd.DataFrame, features: Sequence[str], label: str = LABEL) -> float:
+def pr_auc(*, model: Any, frame: pd.DataFrame, features: Sequence[str], label: str = LABEL_COLUMN) -> float:
     """Average precision (PR AUC) of a fitted classifier on labelled rows.
 
     Args:
@@ -337,255 +323,53 @@ def decide(
     )
 
 
-def resolve_versions(*, client: MlflowClient, model: str = MODEL_NAME) -> Versions:
-    """Find the challenger and the champion of a registered model.
+def promotion_record(*, decision: GateDecision, user: str, now: datetime) -> AuditRecord:
+    """The audit record of an applied promotion decision.
 
     Args:
-        client: An MLflow client on the tracking/registry store.
-        model: The registered model's name.
-
-    Returns:
-        The versions.
-
-    Raises:
-        GateError: When the model or its `challenger` alias does not exist.
-    """
-    challenger = _version_by_alias(client=client, model=model, alias=CHALLENGER)
-    if challenger is None:
-        raise GateError(
-            f"registered model {model!r} has no '{CHALLENGER}' version: train a model first (churnops train)"
-        )
-    champion = _version_by_alias(client=client, model=model, alias=CHAMPION)
-    return Versions(
-        model=model,
-        challenger=str(challenger.version),
-        challenger_run_id=str(challenger.run_id),
-        champion=None if champion is None else str(champion.version),
-    )
-
-
-def load_run_frame(*, client: MlflowClient, run_id: str, artifact: str) -> pd.DataFrame:
-    """Read a Parquet artifact of a run (e.g. `datasets/train.parquet`).
-
-    Args:
-        client: An MLflow client.
-        run_id: The run.
-        artifact: The artifact's path inside the run.
-
-    Returns:
-        The frame.
-
-    Raises:
-        GateError: When the run has no such artifact.
-    """
-    from mlflow.exceptions import MlflowException
-
-    with tempfile.TemporaryDirectory() as tmp:
-        try:
-            local = client.download_artifacts(run_id, artifact, tmp)
-        except (MlflowException, OSError) as exc:
-            raise GateError(f"run {run_id} has no artifact {artifact!r}: {exc}") from exc
-        return pd.read_parquet(local)
-
-
-def load_version(*, tracking_uri: str, model: str, version: str) -> Any:
-    """Load one registered version as its sklearn model.
-
-    Args:
-        tracking_uri: The MLflow tracking/registry URI.
-        model: The registered model's name.
-        version: The version.
-
-    Returns:
-        The fitted sklearn estimator.
-    """
-    import mlflow
-
-    mlflow.set_tracking_uri(tracking_uri)
-    mlflow.set_registry_uri(tracking_uri)
-    return mlflow.sklearn.load_model(f"models:/{model}/{version}")
-
-
-def compare_models(
-    *,
-    tracking_uri: str,
-    versions: Versions,
-    window: pd.DataFrame,
-    contract: FeatureContract,
-) -> GateCheck:
-    """Gate check 4 from the registry: score challenger and champion on the same window.
-
-    Args:
-        tracking_uri: The MLflow tracking/registry URI.
-        versions: The registry state.
-        window: The latest out-of-time window (features + `label`).
-        contract: The feature contract (features; `promotion.tolerance`).
-
-    Returns:
-        The model check.
-    """
-    features = contract.feature_names
-    challenger = load_version(tracking_uri=tracking_uri, model=versions.model, version=versions.challenger)
-    challenger_score = pr_auc(model=challenger, frame=window, features=features)
-    champion_score = None
-    if versions.champion is not None:
-        champion = load_version(tracking_uri=tracking_uri, model=versions.model, version=versions.champion)
-        champion_score = pr_auc(model=champion, frame=window, features=features)
-    return model_check(
-        challenger_score=challenger_score,
-        champion_score=champion_score,
-        tolerance=contract.promotion.tolerance,
-    )
-
-
-def champion_history(*, client: MlflowClient, model: str = MODEL_NAME) -> list[str]:
-    """The versions that have been champion, oldest first (rolled-back ones removed).
-
-    Args:
-        client: An MLflow client.
-        model: The registered model's name.
-
-    Returns:
-        The history.
-    """
-    raw = client.get_registered_model(model).tags.get(HISTORY_TAG)
-    return [str(v) for v in json.loads(raw)] if raw else []
-
-
-def apply_decision(
-    *,
-    client: MlflowClient,
-    decision: GateDecision,
-    audit_db: Path,
-    user: str,
-    now: datetime,
-    artifacts: Sequence[Path] = (),
-) -> int | None:
-    """Act on a decision: move `champion`, log to the challenger's run, write the audit record.
-
-    A dry run does nothing and returns None.
-
-    Args:
-        client: An MLflow client.
         decision: The decision from `decide`.
-        audit_db: The audit database.
         user: Who decided.
         now: When (UTC).
-        artifacts: Files to log under `gate/` in the challenger's run (the drift HTML and JSON).
 
     Returns:
-        The audit record's id, or None for a dry run.
+        The record, with every check.
     """
-    if decision.dry_run:
-        return None
     versions = decision.versions
-    if decision.decision in ("promoted", "forced"):
-        history = champion_history(client=client, model=versions.model)
-        client.set_registered_model_alias(versions.model, CHAMPION, versions.challenger)
-        client.set_registered_model_tag(
-            versions.model, HISTORY_TAG, json.dumps([*history, versions.challenger])
-        )
-    run_id = versions.challenger_run_id
-    for path in artifacts:
-        client.log_artifact(run_id, str(path), artifact_path="gate")
-    with tempfile.TemporaryDirectory() as tmp:
-        result = Path(tmp) / "gate_result.json"
-        document = {**decision.to_dict(), "time": now.isoformat(), "user": user}
-        result.write_text(json.dumps(document, indent=2) + "\n")
-        client.log_artifact(run_id, str(result), artifact_path="gate")
-    client.set_tag(run_id, "churnops.gate.decision", decision.decision)
-    return record_decision(
-        db_path=audit_db,
-        record=AuditRecord(
-            time=now,
-            user=user,
-            action="promote",
-            model=versions.model,
-            challenger_version=versions.challenger,
-            champion_before=versions.champion,
-            champion_after=decision.champion_after,
-            decision=decision.decision,
-            reason=decision.reason,
-            checks=tuple(c.to_audit() for c in decision.checks),
-        ),
+    return AuditRecord(
+        time=now,
+        user=user,
+        action="promote",
+        model=versions.model,
+        challenger_version=versions.challenger,
+        champion_before=versions.champion,
+        champion_after=decision.champion_after,
+        decision=decision.decision,
+        reason=decision.reason,
+        checks=tuple(c.to_audit() for c in decision.checks),
     )
 
 
-@dataclass(frozen=True)
-class Rollback:
-    """A completed rollback.
-
-    Attributes:
-        model: The registered model.
-        from_version: The champion that was replaced.
-        to_version: The champion now.
-        audit_id: The audit record's id.
-    """
-
-    model: str
-    from_version: str
-    to_version: str
-    audit_id: int
-
-
-def rollback(
-    *,
-    client: MlflowClient,
-    audit_db: Path,
-    user: str,
-    now: datetime,
-    reason: str | None = None,
-    model: str = MODEL_NAME,
-) -> Rollback:
-    """Move `champion` back to the previous champion, and audit it.
+def rollback_target(*, model: str, history: Sequence[str], current: str | None) -> str:
+    """The version a rollback moves `champion` back to.
 
     Args:
-        client: An MLflow client.
-        audit_db: The audit database.
-        user: Who rolled back.
-        now: When (UTC).
-        reason: Why (optional, recorded).
-        model: The registered model.
+        model: The registered model (for the messages).
+        history: The versions churnops promoted, oldest first (rolled-back ones removed).
+        current: The version alias `champion` points at now, or None when unset.
 
     Returns:
-        What moved.
+        The previous champion.
 
     Raises:
         GateError: When there is no previous champion, or `champion` was moved outside churnops.
     """
-    history = champion_history(client=client, model=model)
-    current = _version_by_alias(client=client, model=model, alias=CHAMPION)
     if current is None or len(history) < 2:
-        raise GateError(f"{model!r} has no previous champion to roll back to (history: {history or 'empty'})")
-    if str(current.version) != history[-1]:
         raise GateError(
-            f"'{CHAMPION}' points at version {current.version}, but churnops last promoted {history[-1]}: "
+            f"{model!r} has no previous champion to roll back to (history: {list(history) or 'empty'})"
+        )
+    if current != history[-1]:
+        raise GateError(
+            f"'{CHAMPION}' points at version {current}, but churnops last promoted {history[-1]}: "
             "the alias was moved by hand; set it explicitly in MLflow instead of rolling back"
         )
-    target = history[-2]
-    client.set_registered_model_alias(model, CHAMPION, target)
-    client.set_registered_model_tag(model, HISTORY_TAG, json.dumps(history[:-1]))
-    audit_id = record_decision(
-        db_path=audit_db,
-        record=AuditRecord(
-            time=now,
-            user=user,
-            action="rollback",
-            model=model,
-            challenger_version=None,
-            champion_before=history[-1],
-            champion_after=target,
-            decision="rolled_back",
-            reason=reason,
-        ),
-    )
-    return Rollback(model=model, from_version=history[-1], to_version=target, audit_id=audit_id)
-
-
-def _version_by_alias(*, client: MlflowClient, model: str, alias: str) -> Any:
-    from mlflow.exceptions import MlflowException
-
-    try:
-        return client.get_model_version_by_alias(model, alias)
-    except MlflowException:
-        return None
+    return history[-2]

@@ -10,6 +10,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 
 from churnops.serving.models import ModelSet
 from churnops.serving.prediction_log import PredictionLog
+from churnops.training.names import CHALLENGER, CHAMPION
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -75,7 +76,7 @@ class ServingMetrics:
         self.model_errors = Counter(
             "churnops_model_refresh_errors", "Alias polls that failed (previous models kept).", registry=r
         )
-        for alias in ("champion", "challenger"):
+        for alias in (CHAMPION, CHALLENGER):
             self.model_version.labels(alias=alias).set(0)
             self.model_compiled.labels(alias=alias).set(0)
 
@@ -109,7 +110,7 @@ class ServingMetrics:
         Args:
             models: The models now served.
         """
-        for alias, model in (("champion", models.champion), ("challenger", models.challenger)):
+        for alias, model in ((CHAMPION, models.champion), (CHALLENGER, models.challenger)):
             self.model_version.labels(alias=alias).set(0 if model is None else float(model.version))
             self.model_compiled.labels(alias=alias).set(int(model is not None and model.compiled is not None))
         self.model_swaps.inc()

@@ -6,6 +6,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from churnops.training.names import CHALLENGER, CHAMPION, REGISTERED_MODEL
+
 
 class ServingSettings(BaseModel):
     """Settings of one prediction service.
@@ -33,9 +35,9 @@ class ServingSettings(BaseModel):
     keys_file: Path | None = None
     require_keys: bool = False
     shadow: bool = True
-    model_name: str = "churn-model"
-    champion_alias: str = "champion"
-    challenger_alias: str = "challenger"
+    model_name: str = REGISTERED_MODEL
+    champion_alias: str = CHAMPION
+    challenger_alias: str = CHALLENGER
     feature_service: str = "customer_profile_v1"
     risk_medium: float = Field(default=0.3, gt=0, lt=1)
     risk_high: float = Field(default=0.6, gt=0, lt=1)

@@ -25,25 +25,15 @@ from test_monitoring_drift import feature_frame
 from typer.testing import CliRunner
 
 from churnops.cli import app
-from churnops.commands import monitoring as monitoring_commands
 from churnops.contracts.feature_contract import load_feature_contract
+from churnops.monitoring import promotion
 from churnops.monitoring.audit import list_decisions
 from churnops.monitoring.drift import compute_drift
-from churnops.monitoring.gate import (
-    CHALLENGER,
-    CHAMPION,
-    GateError,
-    apply_decision,
-    compare_models,
-    contract_check,
-    decide,
-    drift_check,
-    quality_check,
-    resolve_versions,
-    rollback,
-)
+from churnops.monitoring.gate import GateError, contract_check, decide, drift_check, quality_check
 from churnops.monitoring.quality import check_training_set
+from churnops.monitoring.registry import apply_decision, compare_models, resolve_versions, rollback
 from churnops.settings import Workspace
+from churnops.training.names import CHALLENGER, CHAMPION
 
 runner = CliRunner()
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
@@ -245,7 +235,7 @@ def test_large_shift_refuses_and_nothing_moves(store: Store) -> None:
 
 
 def test_cli_promote_dry_run_force_and_audit(store: Store, tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.setattr(monitoring_commands, "lake_contract_report", lambda ws: LakeReport())
+    monkeypatch.setattr(promotion, "lake_contract_report", lambda *, lake_dir: LakeReport())
     monkeypatch.setenv("CHURNOPS_USER", "ci-bot")
     home = str(store.ws.home)
     version = register(store, "churn-model", "fair")

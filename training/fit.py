@@ -15,8 +15,8 @@ from threadpoolctl import threadpool_limits
 
 from churnops.contracts.feature_contract import FeatureContract
 from churnops.training.evaluate import classification_metrics
-from churnops.training.labels import LABEL_COLUMN
 from churnops.training.models import CANDIDATES, fit_calibrated, model_input
+from churnops.training.names import LABEL_COLUMN
 from churnops.training.split import Split
 
 CONSTANT = "constant"

@@ -13,13 +13,14 @@ from datetime import timedelta
 import numpy as np
 import pandas as pd
 
+from churnops.training.names import LABEL_COLUMN
+
 HORIZON = timedelta(days=30)
 FIRST_OBSERVATION_AFTER_SIGNUP = timedelta(days=7)
 OBSERVATION_EVERY = timedelta(days=7)
 
 ENTITY_COLUMN = "customer_id"
 TIME_COLUMN = "event_timestamp"
-LABEL_COLUMN = "label"
 
 _US = np.int64(1)  # one microsecond, the resolution of every timestamp in the lake
 _EPOCH = pd.Timestamp(0, tz="UTC")

@@ -18,8 +18,6 @@ from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, ErrorCode
 
 EXPERIMENT = "churn"
-REGISTERED_MODEL = "churn-model"
-CHALLENGER = "challenger"
 
 _REPO = Path(__file__).resolve().parents[1]
 # Packages whose types a churn model may contain; anything else found by skops is refused.

@@ -38,17 +38,15 @@ from churnops.training.labels import (
     ENTITY_COLUMN,
     FIRST_OBSERVATION_AFTER_SIGNUP,
     HORIZON,
-    LABEL_COLUMN,
     OBSERVATION_EVERY,
     TIME_COLUMN,
     labelled_observations,
 )
 from churnops.training.models import CANDIDATES, model_input
+from churnops.training.names import CHALLENGER, LABEL_COLUMN, REGISTERED_MODEL
 from churnops.training.plots import calibration_figure, importance_figure, precision_recall_figure, roc_figure
 from churnops.training.split import DEFAULT_FRACTIONS, Split, SplitDates, out_of_time_split
 from churnops.training.tracking import (
-    CHALLENGER,
-    REGISTERED_MODEL,
     code_version,
     content_hash,
     ensure_experiment,

@@ -1,18 +1,17 @@
 """Commands for data quality, drift, promotion, rollback and audit.
 
-Wiring only: resolve the workspace, read the frames and reports the monitoring stage needs
-(feature table, lake contract checks, the challenger's logged datasets), call `monitoring.*`,
-print Rich tables. Exit status: 0 fine (warnings printed), 1 a rule, drift block or gate refusal,
-2 bad input.
+Wiring only: resolve the workspace, pass its paths to the monitoring stage (`monitoring.inputs`
+reads the frames, `monitoring.registry` the challenger's logged datasets, `monitoring.promotion`
+runs the gate), print Rich tables. Exit status: 0 fine (warnings printed), 1 a rule, drift block
+or gate refusal, 2 bad input.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
@@ -21,11 +20,11 @@ from churnops.commands.common import HomeOption, console, err_console, fail, wor
 from churnops.settings import Workspace
 
 if TYPE_CHECKING:
-    import pandas as pd
+    from mlflow import MlflowClient
 
-    from churnops.contracts.feature_contract import FeatureContract
     from churnops.monitoring.drift import DriftRun
     from churnops.monitoring.gate import GateDecision
+    from churnops.monitoring.promotion import GateRun
     from churnops.monitoring.quality import QualityReport
 
 BAD_INPUT = 2
@@ -50,47 +49,11 @@ CurrentOption = Annotated[
 ]
 
 
-class InputProblem(Exception):
-    """A frame or store the command needs is missing or unusable (exit 2)."""
+# ---------------------------------------------------------------- workspace adapters
 
 
-@dataclass(frozen=True)
-class GateRun:
-    """Everything `promote` computed: the decision and the drift run behind it."""
-
-    decision: GateDecision
-    drift: DriftRun
-    audit_id: int | None
-
-
-# ---------------------------------------------------------------- inputs
-
-
-def read_frame(path: Path) -> pd.DataFrame:
-    """Read a user-supplied frame.
-
-    Args:
-        path: A `.parquet` or `.csv` file.
-
-    Returns:
-        The frame.
-
-    Raises:
-        InputProblem: When the file is missing or of another type.
-    """
-    import pandas as pd
-
-    if not path.is_file():
-        raise InputProblem(f"{path} does not exist")
-    if path.suffix == ".parquet":
-        return pd.read_parquet(path)
-    if path.suffix == ".csv":
-        return pd.read_csv(path)
-    raise InputProblem(f"{path}: expected a .parquet or .csv file")
-
-
-def mlflow_client(ws: Workspace) -> Any:
-    """An MLflow client on the workspace's store, refusing to create a store that is not there.
+def mlflow_client(ws: Workspace) -> MlflowClient:
+    """An MLflow client on the workspace's store (see `monitoring.registry.open_client`).
 
     Args:
         ws: The workspace.
@@ -99,94 +62,46 @@ def mlflow_client(ws: Workspace) -> Any:
         The client.
 
     Raises:
-        InputProblem: When the workspace has no MLflow store yet.
+        monitoring.inputs.InputProblem: When the workspace has no MLflow store yet.
     """
-    db = ws.tracking_db
-    if db is not None and not db.is_file():
-        raise InputProblem(f"no MLflow store at {db}: train a model first (churnops train)")
-    from mlflow import MlflowClient
+    from churnops.monitoring.registry import open_client
 
-    return MlflowClient(tracking_uri=ws.tracking_uri, registry_uri=ws.tracking_uri)
+    return open_client(tracking_uri=ws.tracking_uri, tracking_db=ws.tracking_db)
 
 
-def challenger_dataset(ws: Workspace, artifact: str) -> tuple[pd.DataFrame, str]:
-    """A dataset logged by the challenger's training run.
+def run_gate(
+    ws: Workspace,
+    *,
+    dry_run: bool = False,
+    force: bool = False,
+    reason: str | None = None,
+    current_file: Path | None = None,
+) -> GateRun:
+    """Run the promotion gate on the workspace's stores (see `monitoring.promotion.run_gate`).
 
     Args:
         ws: The workspace.
-        artifact: The artifact path, e.g. `datasets/train.parquet`.
+        dry_run: Decide without moving an alias, logging or auditing.
+        force: Promote even if a check fails (needs `reason`).
+        reason: Why (recorded in the audit table).
+        current_file: A current frame instead of the latest snapshot of every active customer.
 
     Returns:
-        The frame and a label naming where it came from.
+        The decision, the drift run and the audit id (None for a dry run).
     """
-    from churnops.monitoring.gate import load_run_frame, resolve_versions
+    from churnops.monitoring.promotion import run_gate as run_promotion_gate
 
-    client = mlflow_client(ws)
-    versions = resolve_versions(client=client)
-    frame = load_run_frame(client=client, run_id=versions.challenger_run_id, artifact=artifact)
-    return frame, f"{versions.model} v{versions.challenger} ({artifact})"
-
-
-def current_features(ws: Workspace, contract: FeatureContract) -> tuple[pd.DataFrame, str]:
-    """The latest snapshot of every active customer.
-
-    Args:
-        ws: The workspace.
-        contract: The feature contract.
-
-    Returns:
-        The frame and a label naming where it came from.
-
-    Raises:
-        InputProblem: When no feature table was built.
-    """
-    from churnops.features.table import read_latest
-    from churnops.ingestion.lake import read_source
-    from churnops.monitoring.drift import select_active
-
-    latest = read_latest(features_dir=ws.features, contract=contract)
-    if latest.empty:
-        raise InputProblem(f"no feature table under {ws.features}: build features first, or pass --current")
-    customers = read_source(ws.lake, "customers")
-    if customers.empty:
-        return latest, f"latest snapshot of all {len(latest)} customers (no customers source in the lake)"
-    active = select_active(latest=latest, customers=customers, join_key=contract.entity.join_key)
-    return active, f"latest snapshot of the {len(active)} active customers"
-
-
-def feature_table(ws: Workspace, contract: FeatureContract) -> pd.DataFrame:
-    """The whole offline feature table.
-
-    Args:
-        ws: The workspace.
-        contract: The feature contract.
-
-    Returns:
-        The table.
-
-    Raises:
-        InputProblem: When no feature table was built.
-    """
-    from churnops.features.table import read_table
-
-    table = read_table(features_dir=ws.features, contract=contract)
-    if table.empty:
-        raise InputProblem(f"no feature table under {ws.features}: build features first, or pass --table")
-    return table
-
-
-def lake_contract_report(ws: Workspace) -> Any:
-    """The source-contract checks of the whole lake.
-
-    Args:
-        ws: The workspace.
-
-    Returns:
-        The `ingestion.checks` report (`.passed`, `.results`).
-    """
-    from churnops.ingestion.checks import check_lake
-
-    return check_lake(lake_dir=ws.lake)
+    return run_promotion_gate(
+        lake_dir=ws.lake,
+        features_dir=ws.features,
+        audit_db=ws.audit_db,
+        tracking_uri=ws.tracking_uri,
+        tracking_db=ws.tracking_db,
+        dry_run=dry_run,
+        force=force,
+        reason=reason,
+        current_file=current_file,
+    )
 
 
 # ---------------------------------------------------------------- printing
@@ -269,106 +184,6 @@ def _fmt(value: float) -> str:
     return "—" if math.isnan(value) else f"{value:.4g}"
 
 
-# ---------------------------------------------------------------- the gate
-
-
-def run_gate(
-    ws: Workspace,
-    *,
-    dry_run: bool = False,
-    force: bool = False,
-    reason: str | None = None,
-    current_file: Path | None = None,
-    now: datetime | None = None,
-) -> GateRun:
-    """Gather the gate's inputs from the workspace, decide, and (unless a dry run) act.
-
-    `churnops promote` and the demo pipeline both call this.
-
-    Args:
-        ws: The workspace.
-        dry_run: Decide without moving an alias, logging or auditing.
-        force: Promote even if a check fails (needs `reason`).
-        reason: Why (recorded in the audit table).
-        current_file: A current frame instead of the latest snapshot of every active customer.
-        now: The decision time (default: now, UTC).
-
-    Returns:
-        The decision, the drift run and the audit id (None for a dry run).
-
-    Raises:
-        InputProblem: When an input is missing.
-        monitoring.gate.GateError: When the gate cannot run (no challenger, force without reason).
-    """
-    import tempfile
-
-    from churnops.contracts.feature_contract import load_feature_contract
-    from churnops.monitoring.audit import current_user
-    from churnops.monitoring.drift import compute_drift, write_drift_html, write_drift_json
-    from churnops.monitoring.gate import (
-        TEST_ARTIFACT,
-        TRAIN_ARTIFACT,
-        apply_decision,
-        compare_models,
-        contract_check,
-        decide,
-        drift_check,
-        load_run_frame,
-        quality_check,
-        require_reason,
-        resolve_versions,
-    )
-    from churnops.monitoring.quality import check_feature_table, check_training_set
-
-    now = now or datetime.now(UTC)
-    require_reason(force=force, reason=reason)
-    contract = load_feature_contract()
-    client = mlflow_client(ws)
-    versions = resolve_versions(client=client)
-    train = load_run_frame(client=client, run_id=versions.challenger_run_id, artifact=TRAIN_ARTIFACT)
-    window = load_run_frame(client=client, run_id=versions.challenger_run_id, artifact=TEST_ARTIFACT)
-    if current_file is not None:
-        current, current_label = read_frame(current_file), str(current_file)
-        table = current
-    else:
-        current, current_label = current_features(ws, contract)
-        table = feature_table(ws, contract)
-
-    drift = compute_drift(
-        reference=train,
-        current=current,
-        contract=contract,
-        reference_label=f"challenger v{versions.challenger} training set",
-        current_label=current_label,
-    )
-    checks = [
-        contract_check(report=lake_contract_report(ws)),
-        quality_check(
-            reports=[
-                check_feature_table(frame=table, contract=contract, now=now, label=current_label),
-                check_training_set(frame=train, contract=contract),
-            ]
-        ),
-        drift_check(result=drift.result),
-        compare_models(tracking_uri=ws.tracking_uri, versions=versions, window=window, contract=contract),
-    ]
-    decision = decide(versions=versions, checks=checks, dry_run=dry_run, force=force, reason=reason)
-    audit_id = None
-    if not dry_run:
-        with tempfile.TemporaryDirectory() as tmp:
-            html = write_drift_html(run=drift, path=Path(tmp) / "drift.html")
-            summary = write_drift_json(result=drift.result, path=Path(tmp) / "drift.json")
-            audit_id = apply_decision(
-                client=client,
-                decision=decision,
-                audit_db=ws.audit_db,
-                user=current_user(),
-                now=now,
-                artifacts=[html, summary],
-            )
-    return GateRun(decision=decision, drift=drift, audit_id=audit_id)
-
-
 # ---------------------------------------------------------------- commands
 
 
@@ -389,18 +204,20 @@ def drift(
     from churnops.contracts.feature_contract import load_feature_contract
     from churnops.monitoring.drift import DriftInputError, compute_drift, write_drift_html, write_drift_json
     from churnops.monitoring.gate import GateError
+    from churnops.monitoring.inputs import InputProblem, current_features, read_frame
+    from churnops.monitoring.registry import TRAIN_ARTIFACT, challenger_dataset
 
     ws = workspace(home)
     contract = load_feature_contract()
     try:
         if reference is not None:
-            ref, ref_label = read_frame(reference), str(reference)
+            ref, ref_label = read_frame(path=reference), str(reference)
         else:
-            ref, ref_label = challenger_dataset(ws, "datasets/train.parquet")
+            ref, ref_label = challenger_dataset(client=mlflow_client(ws), artifact=TRAIN_ARTIFACT)
         if current is not None:
-            cur, cur_label = read_frame(current), str(current)
+            cur, cur_label = read_frame(path=current), str(current)
         else:
-            cur, cur_label = current_features(ws, contract)
+            cur, cur_label = current_features(features_dir=ws.features, lake_dir=ws.lake, contract=contract)
         run = compute_drift(
             reference=ref, current=cur, contract=contract, reference_label=ref_label, current_label=cur_label
         )
@@ -437,29 +254,32 @@ def quality(
     """The feature contract's data-quality rules; exit 1 on a failed rule, 2 on bad input."""
     from churnops.contracts.feature_contract import load_feature_contract
     from churnops.monitoring.gate import GateError
+    from churnops.monitoring.inputs import InputProblem, feature_table, read_frame
     from churnops.monitoring.quality import (
         QualityInputError,
         check_feature_table,
         check_training_set,
         write_quality_json,
     )
+    from churnops.monitoring.registry import TRAIN_ARTIFACT, challenger_dataset
 
     ws = workspace(home)
     contract = load_feature_contract()
     now = datetime.now(UTC)
     try:
         if table is not None:
-            frame, label = read_frame(table), str(table)
+            frame, label = read_frame(path=table), str(table)
         else:
-            frame, label = feature_table(ws, contract), f"feature table under {ws.features}"
+            frame = feature_table(features_dir=ws.features, contract=contract)
+            label = f"feature table under {ws.features}"
         reports = [check_feature_table(frame=frame, contract=contract, now=now, label=label)]
         titles = [f"Feature table ({label})"]
         train, train_label = None, None
         if training_set is not None:
-            train, train_label = read_frame(training_set), str(training_set)
+            train, train_label = read_frame(path=training_set), str(training_set)
         elif ws.tracking_db is None or ws.tracking_db.is_file():
             try:
-                train, train_label = challenger_dataset(ws, "datasets/train.parquet")
+                train, train_label = challenger_dataset(client=mlflow_client(ws), artifact=TRAIN_ARTIFACT)
             except GateError as exc:
                 err_console.print(f"[yellow]note:[/] training-set checks skipped: {exc}", highlight=False)
         if train is not None:
@@ -495,6 +315,7 @@ def promote(
     """Run the promotion gate; move alias `champion` to the challenger when it passes (exit 1 if refused)."""
     from churnops.monitoring.drift import DriftInputError
     from churnops.monitoring.gate import GateError
+    from churnops.monitoring.inputs import InputProblem
     from churnops.monitoring.quality import QualityInputError
 
     ws = workspace(home)
@@ -518,7 +339,8 @@ def rollback(
     """Move alias `champion` back to the previous champion (audited)."""
     from churnops.monitoring.audit import current_user
     from churnops.monitoring.gate import GateError
-    from churnops.monitoring.gate import rollback as run_rollback
+    from churnops.monitoring.inputs import InputProblem
+    from churnops.monitoring.registry import rollback as run_rollback
 
     ws = workspace(home)
     try:

@@ -1,0 +1,324 @@
+"""The promotion gate's registry access: everything that reads or writes the MLflow registry.
+
+The registered model keeps the ordered list of champions in the tag `churnops.champion_history`, so
+`rollback` can move `champion` back to the previous one. Every applied decision is written to the
+audit table and, for promotions, its drift report and gate result are logged to the challenger's
+MLflow run under `gate/`. The decisions themselves are made in `monitoring.gate`, without MLflow.
+
+MLflow is imported inside the functions that use it: importing it takes seconds, and the command
+line imports this module's callers only when a command needs them.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from churnops.contracts.feature_contract import FeatureContract
+from churnops.monitoring.audit import AuditRecord, record_decision
+from churnops.monitoring.gate import (
+    MOVES_CHAMPION,
+    GateCheck,
+    GateDecision,
+    GateError,
+    Versions,
+    model_check,
+    pr_auc,
+    promotion_record,
+    rollback_target,
+)
+from churnops.monitoring.inputs import InputProblem
+from churnops.training.names import CHALLENGER, CHAMPION, REGISTERED_MODEL
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+HISTORY_TAG = "churnops.champion_history"
+TRAIN_ARTIFACT = "datasets/train.parquet"
+TEST_ARTIFACT = "datasets/test.parquet"
+
+
+def open_client(*, tracking_uri: str, tracking_db: Path | None) -> MlflowClient:
+    """An MLflow client on the tracking/registry store, refusing to create a store that is not there.
+
+    Args:
+        tracking_uri: The MLflow tracking/registry URI.
+        tracking_db: The store's SQLite file, or None when the store is a server.
+
+    Returns:
+        The client.
+
+    Raises:
+        InputProblem: When the SQLite store does not exist yet.
+    """
+    if tracking_db is not None and not tracking_db.is_file():
+        raise InputProblem(f"no MLflow store at {tracking_db}: train a model first (churnops train)")
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+
+
+def resolve_versions(*, client: MlflowClient, model: str = REGISTERED_MODEL) -> Versions:
+    """Find the challenger and the champion of a registered model.
+
+    Args:
+        client: An MLflow client on the tracking/registry store.
+        model: The registered model's name.
+
+    Returns:
+        The versions.
+
+    Raises:
+        GateError: When the model or its `challenger` alias does not exist.
+    """
+    challenger = _version_by_alias(client=client, model=model, alias=CHALLENGER)
+    if challenger is None:
+        raise GateError(
+            f"registered model {model!r} has no '{CHALLENGER}' version: train a model first (churnops train)"
+        )
+    champion = _version_by_alias(client=client, model=model, alias=CHAMPION)
+    return Versions(
+        model=model,
+        challenger=str(challenger.version),
+        challenger_run_id=str(challenger.run_id),
+        champion=None if champion is None else str(champion.version),
+    )
+
+
+def load_run_frame(*, client: MlflowClient, run_id: str, artifact: str) -> pd.DataFrame:
+    """Read a Parquet artifact of a run (e.g. `datasets/train.parquet`).
+
+    Args:
+        client: An MLflow client.
+        run_id: The run.
+        artifact: The artifact's path inside the run.
+
+    Returns:
+        The frame.
+
+    Raises:
+        GateError: When the run has no such artifact.
+    """
+    from mlflow.exceptions import MlflowException
+
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            local = client.download_artifacts(run_id, artifact, tmp)
+        except (MlflowException, OSError) as exc:
+            raise GateError(f"run {run_id} has no artifact {artifact!r}: {exc}") from exc
+        return pd.read_parquet(local)
+
+
+def challenger_dataset(*, client: MlflowClient, artifact: str) -> tuple[pd.DataFrame, str]:
+    """A dataset logged by the challenger's training run.
+
+    Args:
+        client: An MLflow client.
+        artifact: The artifact path, e.g. `datasets/train.parquet`.
+
+    Returns:
+        The frame and a label naming where it came from.
+
+    Raises:
+        GateError: When there is no challenger or its run lacks the artifact.
+    """
+    versions = resolve_versions(client=client)
+    frame = load_run_frame(client=client, run_id=versions.challenger_run_id, artifact=artifact)
+    return frame, f"{versions.model} v{versions.challenger} ({artifact})"
+
+
+def load_version(*, tracking_uri: str, model: str, version: str) -> Any:
+    """Load one registered version as its sklearn model.
+
+    Args:
+        tracking_uri: The MLflow tracking/registry URI.
+        model: The registered model's name.
+        version: The version.
+
+    Returns:
+        The fitted sklearn estimator.
+    """
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_registry_uri(tracking_uri)
+    return mlflow.sklearn.load_model(f"models:/{model}/{version}")
+
+
+def compare_models(
+    *,
+    tracking_uri: str,
+    versions: Versions,
+    window: pd.DataFrame,
+    contract: FeatureContract,
+) -> GateCheck:
+    """Gate check 4 from the registry: score challenger and champion on the same window.
+
+    Args:
+        tracking_uri: The MLflow tracking/registry URI.
+        versions: The registry state.
+        window: The latest out-of-time window (features + the label).
+        contract: The feature contract (features; `promotion.tolerance`).
+
+    Returns:
+        The model check.
+    """
+    features = contract.feature_names
+    challenger = load_version(tracking_uri=tracking_uri, model=versions.model, version=versions.challenger)
+    challenger_score = pr_auc(model=challenger, frame=window, features=features)
+    champion_score = None
+    if versions.champion is not None:
+        champion = load_version(tracking_uri=tracking_uri, model=versions.model, version=versions.champion)
+        champion_score = pr_auc(model=champion, frame=window, features=features)
+    return model_check(
+        challenger_score=challenger_score,
+        champion_score=champion_score,
+        tolerance=contract.promotion.tolerance,
+    )
+
+
+def champion_history(*, client: MlflowClient, model: str = REGISTERED_MODEL) -> list[str]:
+    """The versions that have been champion, oldest first (rolled-back ones removed).
+
+    Args:
+        client: An MLflow client.
+        model: The registered model's name.
+
+    Returns:
+        The history.
+    """
+    raw = client.get_registered_model(model).tags.get(HISTORY_TAG)
+    return [str(v) for v in json.loads(raw)] if raw else []
+
+
+def apply_decision(
+    *,
+    client: MlflowClient,
+    decision: GateDecision,
+    audit_db: Path,
+    user: str,
+    now: datetime,
+    artifacts: Sequence[Path] = (),
+) -> int | None:
+    """Act on a decision: move `champion`, log to the challenger's run, write the audit record.
+
+    A dry run does nothing and returns None.
+
+    Args:
+        client: An MLflow client.
+        decision: The decision from `monitoring.gate.decide`.
+        audit_db: The audit database.
+        user: Who decided.
+        now: When (UTC).
+        artifacts: Files to log under `gate/` in the challenger's run (the drift HTML and JSON).
+
+    Returns:
+        The audit record's id, or None for a dry run.
+    """
+    if decision.dry_run:
+        return None
+    versions = decision.versions
+    if decision.decision in MOVES_CHAMPION:
+        history = champion_history(client=client, model=versions.model)
+        client.set_registered_model_alias(versions.model, CHAMPION, versions.challenger)
+        client.set_registered_model_tag(
+            versions.model, HISTORY_TAG, json.dumps([*history, versions.challenger])
+        )
+    _log_to_run(client=client, decision=decision, user=user, now=now, artifacts=artifacts)
+    return record_decision(db_path=audit_db, record=promotion_record(decision=decision, user=user, now=now))
+
+
+def _log_to_run(
+    *, client: MlflowClient, decision: GateDecision, user: str, now: datetime, artifacts: Sequence[Path]
+) -> None:
+    run_id = decision.versions.challenger_run_id
+    for path in artifacts:
+        client.log_artifact(run_id, str(path), artifact_path="gate")
+    with tempfile.TemporaryDirectory() as tmp:
+        result = Path(tmp) / "gate_result.json"
+        document = {**decision.to_dict(), "time": now.isoformat(), "user": user}
+        result.write_text(json.dumps(document, indent=2) + "\n")
+        client.log_artifact(run_id, str(result), artifact_path="gate")
+    client.set_tag(run_id, "churnops.gate.decision", decision.decision)
+
+
+@dataclass(frozen=True)
+class Rollback:
+    """A completed rollback.
+
+    Attributes:
+        model: The registered model.
+        from_version: The champion that was replaced.
+        to_version: The champion now.
+        audit_id: The audit record's id.
+    """
+
+    model: str
+    from_version: str
+    to_version: str
+    audit_id: int
+
+
+def rollback(
+    *,
+    client: MlflowClient,
+    audit_db: Path,
+    user: str,
+    now: datetime,
+    reason: str | None = None,
+    model: str = REGISTERED_MODEL,
+) -> Rollback:
+    """Move `champion` back to the previous champion, and audit it.
+
+    Args:
+        client: An MLflow client.
+        audit_db: The audit database.
+        user: Who rolled back.
+        now: When (UTC).
+        reason: Why (optional, recorded).
+        model: The registered model.
+
+    Returns:
+        What moved.
+
+    Raises:
+        GateError: When there is no previous champion, or `champion` was moved outside churnops.
+    """
+    history = champion_history(client=client, model=model)
+    current = _version_by_alias(client=client, model=model, alias=CHAMPION)
+    target = rollback_target(
+        model=model, history=history, current=None if current is None else str(current.version)
+    )
+    client.set_registered_model_alias(model, CHAMPION, target)
+    client.set_registered_model_tag(model, HISTORY_TAG, json.dumps(history[:-1]))
+    audit_id = record_decision(
+        db_path=audit_db,
+        record=AuditRecord(
+            time=now,
+            user=user,
+            action="rollback",
+            model=model,
+            challenger_version=None,
+            champion_before=history[-1],
+            champion_after=target,
+            decision="rolled_back",
+            reason=reason,
+        ),
+    )
+    return Rollback(model=model, from_version=history[-1], to_version=target, audit_id=audit_id)
+
+
+def _version_by_alias(*, client: MlflowClient, model: str, alias: str) -> Any:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_model_version_by_alias(model, alias)
+    except MlflowException:
+        return None
