@@ -113,9 +113,8 @@ def source_windows(contract: FeatureContract) -> dict[str, int]:
 
 def result_schema(contract: FeatureContract) -> pa.Schema:
     """The schema `compute` returns: key, `s_us`, then the features in contract order."""
-    types = {"int64": pa.int64(), "float64": pa.float64(), "string": pa.string(), "bool": pa.bool_()}
     fields = [pa.field(contract.entity.join_key, pa.string()), pa.field(KEY_TS, pa.int64())]
-    return pa.schema(fields + [pa.field(f.name, types[f.dtype]) for f in contract.features])
+    return pa.schema(fields + [pa.field(f.name, f.types.arrow_type) for f in contract.features])
 
 
 def connect() -> duckdb.DuckDBPyConnection:
@@ -217,7 +216,7 @@ def _finish(contract: FeatureContract, present: set[str], aggregates: dict[str, 
     out = [f"t.{_q(layout.key)}", f"t.{KEY_TS}"]
     for f in contract.features:
         default = "'" + str(f.default).replace("'", "''") + "'" if f.dtype == "string" else str(f.default)
-        cast = {"int64": "BIGINT", "float64": "DOUBLE", "string": "VARCHAR", "bool": "BOOLEAN"}[f.dtype]
+        cast = f.types.sql
         expr = aggregates.get(f.name) if f.source in present else None
         if f.aggregation == "as_of":
             expr = _as_of_expr(f, layout, present)
