@@ -188,7 +188,7 @@ def register_sources(
         )
         # A build reads each source once into a temporary table: the grid plan references a
         # source several times, and re-reading hundreds of partition files per reference
-        # doubles the build time.
+        # slows the build down.
         kind = "TABLE" if snapshots_from_us is None else "VIEW"
         con.execute(
             f"CREATE OR REPLACE TEMP {kind} {_q('src_' + name)} AS "
