@@ -26,13 +26,14 @@ import tempfile
 import time
 from collections import defaultdict
 from collections.abc import Callable
-from datetime import UTC, date, datetime
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from churnops.contracts.source_contract import SourceContract, load_source_contracts
+from churnops.contracts.source_contract import Column, SourceContract, load_source_contracts
 from churnops.ingestion.ingest import ingest
 from churnops.synthetic.generate import generate
 
@@ -77,66 +78,99 @@ def _parse(column_type: str, text: str) -> object:
     return stamp.replace(tzinfo=UTC) if stamp.tzinfo is None else stamp.astimezone(UTC)
 
 
-def _python_source(
-    path: Path, contract: SourceContract, out: Path, known: dict[str, set[str]], now: datetime
-) -> tuple[int, set[str]]:
-    """Validate one file row by row, keep the latest row per key, write one Parquet per day."""
+@dataclass(frozen=True)
+class _RowRules:
+    """One source's row rules, compiled once per file.
+
+    Attributes:
+        columns: The contract's columns, in landing-file order.
+        patterns: Compiled `format` regexes by column.
+        enums: Allowed values by column.
+        nulls: The texts that mean null.
+        known: Keys of the sources already loaded, for references.
+        ingested_col: The ingestion-time column.
+        event_col: The event-time column.
+        skew: The tolerated clock skew.
+        reject_future: Whether an event time after ingestion is rejected.
+    """
+
+    columns: list[Column]
+    patterns: dict[str, re.Pattern[str]]
+    enums: dict[str, set[str]]
+    nulls: set[str]
+    known: dict[str, set[str]]
+    ingested_col: str
+    event_col: str
+    skew: timedelta
+    reject_future: bool
+
+    @classmethod
+    def of(cls, contract: SourceContract, *, known: dict[str, set[str]]) -> _RowRules:
+        """Compile a contract's row rules."""
+        columns = contract.columns
+        return cls(
+            columns=columns,
+            patterns={c.name: re.compile(c.format) for c in columns if c.format},
+            enums={c.name: set(c.enum) for c in columns if c.enum},
+            nulls=set(contract.delivery.null_values) | {""},
+            known=known,
+            ingested_col=contract.schema_.ingested_at,
+            event_col=contract.schema_.event_time,
+            skew=contract.quality.clock_skew,
+            reject_future=contract.quality.future_event_time == "reject",
+        )
+
+
+def _python_row(raw: dict[str, str], *, rules: _RowRules) -> dict[str, object] | None:
+    """One CSV row parsed and checked column by column; None when any column breaks a rule."""
+    row: dict[str, object] = {}
+    ok = True
+    for col in rules.columns:
+        text = (raw.get(col.name) or "").strip()
+        if text in rules.nulls:
+            if not col.nullable:
+                ok = False
+            row[col.name] = None
+            continue
+        if col.normalize == "trim_lower":
+            text = text.lower()
+        try:
+            value = _parse(col.type, text)
+        except ValueError:
+            ok = False
+            continue
+        if col.name in rules.patterns and not rules.patterns[col.name].fullmatch(text):
+            ok = False
+        if col.name in rules.enums and value not in rules.enums[col.name]:
+            ok = False
+        if col.minimum is not None and value < col.minimum:  # type: ignore[operator]
+            ok = False
+        if col.maximum is not None and value > col.maximum:  # type: ignore[operator]
+            ok = False
+        if col.references and value not in rules.known.get(col.references, set()):
+            ok = False
+        row[col.name] = value
+    return row if ok else None
+
+
+def _python_admitted(row: dict[str, object], *, rules: _RowRules, now: datetime) -> bool:
+    """Whether a valid row is kept: not ingested in the future, and its event time allowed."""
+    ingested = row[rules.ingested_col]
+    if ingested > now + rules.skew:  # type: ignore[operator]
+        return False
+    event = row[rules.event_col]
+    if isinstance(event, date) and not isinstance(event, datetime):
+        event = datetime(event.year, event.month, event.day, tzinfo=UTC)
+    future = event > min(ingested, now) + rules.skew  # type: ignore[operator,type-var]
+    return not (rules.reject_future and future)
+
+
+def _python_write_days(
+    best: dict[object, tuple[object, ...]], *, contract: SourceContract, out: Path
+) -> None:
+    """Write the kept rows as one Parquet file per partition day."""
     columns = contract.columns
-    patterns = {c.name: re.compile(c.format) for c in columns if c.format}
-    enums = {c.name: set(c.enum) for c in columns if c.enum}
-    nulls = set(contract.delivery.null_values) | {""}
-    key_col, ingested_col = contract.primary_key[0], contract.schema_.ingested_at
-    event_col, part_col = contract.schema_.event_time, contract.partition_column
-    skew = contract.quality.clock_skew
-    names = [c.name for c in columns]
-    ingested_at, part_at = names.index(ingested_col), names.index(part_col)
-    best: dict[str, tuple[object, ...]] = {}
-    received = 0
-    with path.open(newline="", encoding="utf-8") as handle:
-        for raw in csv.DictReader(handle):
-            received += 1
-            row: dict[str, object] = {}
-            ok = True
-            for col in columns:
-                text = (raw.get(col.name) or "").strip()
-                if text in nulls:
-                    if not col.nullable:
-                        ok = False
-                    row[col.name] = None
-                    continue
-                if col.normalize == "trim_lower":
-                    text = text.lower()
-                try:
-                    value = _parse(col.type, text)
-                except ValueError:
-                    ok = False
-                    continue
-                if col.name in patterns and not patterns[col.name].fullmatch(text):
-                    ok = False
-                if col.name in enums and value not in enums[col.name]:
-                    ok = False
-                if col.minimum is not None and value < col.minimum:  # type: ignore[operator]
-                    ok = False
-                if col.maximum is not None and value > col.maximum:  # type: ignore[operator]
-                    ok = False
-                if col.references and value not in known.get(col.references, set()):
-                    ok = False
-                row[col.name] = value
-            if not ok:
-                continue
-            ingested = row[ingested_col]
-            if ingested > now + skew:  # type: ignore[operator]
-                continue
-            event = row[event_col]
-            if isinstance(event, date) and not isinstance(event, datetime):
-                event = datetime(event.year, event.month, event.day, tzinfo=UTC)
-            future = event > min(ingested, now) + skew  # type: ignore[operator,type-var]
-            if contract.quality.future_event_time == "reject" and future:
-                continue
-            key = row[key_col]
-            # Tuples, not dicts: at 10x scale the kept rows must fit in memory next to others' jobs.
-            if key not in best or ingested > best[key][ingested_at]:  # type: ignore[operator]
-                best[key] = tuple(row.get(c.name) for c in columns)  # type: ignore[index]
+    part_at = [c.name for c in columns].index(contract.partition_column)
     days: dict[str, list[tuple[object, ...]]] = defaultdict(list)
     for kept in best.values():
         days[kept[part_at].strftime("%Y-%m-%d")].append(kept)  # type: ignore[union-attr]
@@ -150,6 +184,28 @@ def _python_source(
             [pa.array([r[i] for r in rows], type=f.type) for i, f in enumerate(schema)], schema=schema
         )
         pq.write_table(table, folder / "data.parquet")
+
+
+def _python_source(
+    path: Path, contract: SourceContract, out: Path, known: dict[str, set[str]], now: datetime
+) -> tuple[int, set[str]]:
+    """Validate one file row by row, keep the latest row per key, write one Parquet per day."""
+    rules = _RowRules.of(contract, known=known)
+    key_col = contract.primary_key[0]
+    ingested_at = [c.name for c in rules.columns].index(rules.ingested_col)
+    best: dict[object, tuple[object, ...]] = {}
+    received = 0
+    with path.open(newline="", encoding="utf-8") as handle:
+        for raw in csv.DictReader(handle):
+            received += 1
+            row = _python_row(raw, rules=rules)
+            if row is None or not _python_admitted(row, rules=rules, now=now):
+                continue
+            key = row[key_col]
+            # Tuples, not dicts: at 10x scale the kept rows must fit in memory next to others' jobs.
+            if key not in best or row[rules.ingested_col] > best[key][ingested_at]:  # type: ignore[operator]
+                best[key] = tuple(row.get(c.name) for c in rules.columns)
+    _python_write_days(best, contract=contract, out=out)
     return received, {str(k) for k in best}
 
 

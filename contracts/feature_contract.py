@@ -13,6 +13,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from churnops.contracts.dtypes import TYPES, TypeFacts
 from churnops.contracts.durations import Duration
 from churnops.contracts.errors import ContractError, parse_contract_file
 
@@ -59,6 +60,11 @@ class Entity(_Strict):
     description: str
     cardinality: Literal["one_to_one"]
     join: JoinPolicy
+
+    @property
+    def types(self) -> TypeFacts:
+        """The join key's type in every system (`contracts.dtypes.TYPES`)."""
+        return TYPES[self.dtype]
 
 
 class TimeSemantics(_Strict):
@@ -110,6 +116,11 @@ class Feature(_Strict):
     @property
     def is_numeric(self) -> bool:
         return self.dtype in ("int64", "float64")
+
+    @property
+    def types(self) -> TypeFacts:
+        """The feature's type in every system (`contracts.dtypes.TYPES`)."""
+        return TYPES[self.dtype]
 
 
 class ConsistencyRule(_Strict):

@@ -206,69 +206,106 @@ class SourceContract(_Strict):
 
     @model_validator(mode="after")
     def _cross_checks(self) -> SourceContract:
-        names = [c.name for c in self.schema_.columns]
+        # In this order, so a contract breaking several rules reports the same one first.
+        self._unique_column_names()
+        self._key_and_time_columns()
+        self._quality_and_delivery_columns()
+        self._references_other_sources()
+        not_null = self._testing_checks()
+        self._completeness_or_not_null(not_null)
+        self._unique_check_names()
+        return self
+
+    def _need(self, column: str, where: str, types: tuple[str, ...] | None = None) -> None:
+        """Refuse a reference to a column the schema lacks or whose type is not one of `types`."""
+        if column not in self.column_names:
+            raise ValueError(f"{where}: {column!r} is not a column of schema.columns")
+        if types and self.column(column).type not in types:
+            raise ValueError(f"{where}: {column!r} must be a {' or '.join(types)} column")
+
+    def _unique_column_names(self) -> None:
+        """Refuse a schema naming a column twice."""
+        names = self.column_names
         duplicated = sorted({n for n in names if names.count(n) > 1})
         if duplicated:
             raise ValueError(f"schema.columns: duplicated names {duplicated}")
-        known = set(names)
 
-        def need(column: str, where: str, types: tuple[str, ...] | None = None) -> None:
-            if column not in known:
-                raise ValueError(f"{where}: {column!r} is not a column of schema.columns")
-            if types and self.column(column).type not in types:
-                raise ValueError(f"{where}: {column!r} must be a {' or '.join(types)} column")
-
+    def _key_and_time_columns(self) -> None:
+        """The primary key is non-null columns; the event time and ingestion time have time types."""
         for key in self.schema_.primary_key:
-            need(key, "schema.primary_key")
+            self._need(key, "schema.primary_key")
             if self.column(key).nullable:
                 raise ValueError(f"schema.primary_key: key column {key!r} must be nullable: false")
-        need(self.schema_.event_time, "schema.event_time", ("date", "timestamp"))
-        need(self.schema_.ingested_at, "schema.ingested_at", ("timestamp",))
+        self._need(self.schema_.event_time, "schema.event_time", ("date", "timestamp"))
+        self._need(self.schema_.ingested_at, "schema.ingested_at", ("timestamp",))
+
+    def _quality_and_delivery_columns(self) -> None:
+        """The quality rules and the partitioning name columns of the right types, never nullable ones."""
         for column in self.quality.completeness:
-            need(column, "quality.completeness")
+            self._need(column, "quality.completeness")
         for column in self.quality.uniqueness.columns:
-            need(column, "quality.uniqueness.columns")
-        need(self.quality.freshness.column, "quality.freshness.column", ("date", "timestamp"))
-        need(self.delivery.partitioning.column, "delivery.partitioning.column", ("date", "timestamp"))
+            self._need(column, "quality.uniqueness.columns")
+        self._need(self.quality.freshness.column, "quality.freshness.column", ("date", "timestamp"))
+        self._need(self.delivery.partitioning.column, "delivery.partitioning.column", ("date", "timestamp"))
         for where, column in (
             ("schema.ingested_at", self.schema_.ingested_at),
             ("delivery.partitioning.column", self.delivery.partitioning.column),
         ):
             if self.column(column).nullable:
                 raise ValueError(f"{where}: column {column!r} must be nullable: false")
+
+    def _references_other_sources(self) -> None:
+        """Refuse a column referencing this same source."""
         for col in self.schema_.columns:
             if col.references and col.references.split(".", 1)[0] == self.name:
                 raise ValueError(f"column {col.name!r}: references must point at another source")
-        not_null = set()
+
+    def _testing_checks(self) -> set[str]:
+        """Validate every check under `testing`.
+
+        Returns:
+            The columns a `not_null` check covers.
+        """
+        not_null: set[str] = set()
         for i, check in enumerate(self.testing):
-            where = f"testing.{i}"
+            self._testing_check(check, f"testing.{i}")
             if isinstance(check, NotNullCheck):
-                need(check.column, where)
                 not_null.add(check.column)
-            elif isinstance(check, AcceptedValuesCheck):
-                need(check.column, where)
-                if not self.column(check.column).enum:
-                    raise ValueError(f"{where}: column {check.column!r} has no enum in schema.columns")
-            elif isinstance(check, RangeCheck):
-                need(check.column, where)
-                col = self.column(check.column)
-                if col.minimum is None and col.maximum is None:
-                    raise ValueError(f"{where}: column {check.column!r} has no minimum or maximum")
-            elif isinstance(check, UniqueCheck):
-                for column in check.columns:
-                    need(column, where)
-                if check.columns == self.schema_.primary_key:
-                    raise ValueError(f"{where}: the primary key's uniqueness belongs in quality.uniqueness")
+        return not_null
+
+    def _testing_check(self, check: Check, where: str) -> None:
+        """A check names existing columns that have what it tests (an enum, a range, not the key)."""
+        if isinstance(check, NotNullCheck):
+            self._need(check.column, where)
+        elif isinstance(check, AcceptedValuesCheck):
+            self._need(check.column, where)
+            if not self.column(check.column).enum:
+                raise ValueError(f"{where}: column {check.column!r} has no enum in schema.columns")
+        elif isinstance(check, RangeCheck):
+            self._need(check.column, where)
+            col = self.column(check.column)
+            if col.minimum is None and col.maximum is None:
+                raise ValueError(f"{where}: column {check.column!r} has no minimum or maximum")
+        elif isinstance(check, UniqueCheck):
+            for column in check.columns:
+                self._need(column, where)
+            if check.columns == self.schema_.primary_key:
+                raise ValueError(f"{where}: the primary key's uniqueness belongs in quality.uniqueness")
+
+    def _completeness_or_not_null(self, not_null: set[str]) -> None:
+        """Refuse a column required both by `quality.completeness` and by a `not_null` check."""
         both = sorted(not_null & set(self.quality.completeness))
         if both:
             raise ValueError(
                 f"columns {both} are in both quality.completeness and a not_null check: keep one"
             )
+
+    def _unique_check_names(self) -> None:
+        """Refuse two checks under `testing` with the same name."""
         check_names = [c.name for c in self.testing if c.name]
         repeated = sorted({n for n in check_names if check_names.count(n) > 1})
         if repeated:
             raise ValueError(f"testing: duplicated check names {repeated}")
-        return self
 
     @property
     def columns(self) -> list[Column]:

@@ -21,7 +21,7 @@ customer's snapshots start at the first boundary at or after that time.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import duckdb
@@ -113,9 +113,8 @@ def source_windows(contract: FeatureContract) -> dict[str, int]:
 
 def result_schema(contract: FeatureContract) -> pa.Schema:
     """The schema `compute` returns: key, `s_us`, then the features in contract order."""
-    types = {"int64": pa.int64(), "float64": pa.float64(), "string": pa.string(), "bool": pa.bool_()}
     fields = [pa.field(contract.entity.join_key, pa.string()), pa.field(KEY_TS, pa.int64())]
-    return pa.schema(fields + [pa.field(f.name, types[f.dtype]) for f in contract.features])
+    return pa.schema(fields + [pa.field(f.name, f.types.arrow_type) for f in contract.features])
 
 
 def connect() -> duckdb.DuckDBPyConnection:
@@ -189,7 +188,7 @@ def register_sources(
         )
         # A build reads each source once into a temporary table: the grid plan references a
         # source several times, and re-reading hundreds of partition files per reference
-        # doubles the build time.
+        # slows the build down.
         kind = "TABLE" if snapshots_from_us is None else "VIEW"
         con.execute(
             f"CREATE OR REPLACE TEMP {kind} {_q('src_' + name)} AS "
@@ -217,7 +216,7 @@ def _finish(contract: FeatureContract, present: set[str], aggregates: dict[str, 
     out = [f"t.{_q(layout.key)}", f"t.{KEY_TS}"]
     for f in contract.features:
         default = "'" + str(f.default).replace("'", "''") + "'" if f.dtype == "string" else str(f.default)
-        cast = {"int64": "BIGINT", "float64": "DOUBLE", "string": "VARCHAR", "bool": "BOOLEAN"}[f.dtype]
+        cast = f.types.sql
         expr = aggregates.get(f.name) if f.source in present else None
         if f.aggregation == "as_of":
             expr = _as_of_expr(f, layout, present)
@@ -403,6 +402,110 @@ def snapshot_sql(contract: FeatureContract, present: set[str], *, at_us: int) ->
     return f"{with_clause}SELECT {_finish(contract, present, aggregates)} FROM {TARGETS} t {' '.join(joins)}"
 
 
+@dataclass
+class _Grid:
+    """The pieces of the grid plan's query, collected source by source.
+
+    Attributes:
+        key: The quoted join key.
+        grain_us: The snapshot grain.
+        bucket: The expression of a record's bucket: the first boundary at or after `ts_us`.
+        ctes: The common table expressions, in the order the query declares them.
+        key_sets: The (key, time) sets whose union is the windowed rows `k` (targets first).
+        joins: The joins of each bucket or delta table onto those rows.
+        windowed: The window sums computed over those rows.
+        aggregates: Per feature, the expression of its raw value.
+    """
+
+    key: str
+    grain_us: int
+    bucket: str
+    ctes: list[str] = field(default_factory=list)
+    key_sets: list[str] = field(default_factory=list)
+    joins: list[str] = field(default_factory=list)
+    windowed: list[str] = field(default_factory=list)
+    aggregates: dict[str, str] = field(default_factory=dict)
+
+
+def _grid_distinct_days(grid: _Grid, feature: Feature, *, src: str, recent: str) -> None:
+    """Add a `count_distinct_days` feature: +1 at a day's first bucket, -1 once its window has passed."""
+    key, name = grid.key, feature.name
+    deltas = _q("d_" + name)
+    days = (
+        f"(SELECT {key}, min({grid.bucket}) AS lo, max({grid.bucket}) + {window_us(feature)} AS hi "
+        f"FROM {src} WHERE {recent} AND {_filter(feature)} GROUP BY {key}, ts_us // {DAY_US})"
+    )
+    grid.ctes.append(
+        f"{deltas} AS (SELECT {key}, t_us, sum(delta) AS delta FROM ("
+        f"SELECT {key}, lo AS t_us, 1 AS delta FROM {days} UNION ALL "
+        f"SELECT {key}, hi AS t_us, -1 AS delta FROM {days}) GROUP BY ALL)"
+    )
+    grid.key_sets.append(f"SELECT {key}, t_us FROM {deltas}")
+    grid.joins.append(f"LEFT JOIN {deltas} ON {deltas}.{key} = k.{key} AND {deltas}.t_us = k.t_us")
+    grid.windowed.append(
+        f"sum({deltas}.delta) OVER (PARTITION BY k.{key} ORDER BY k.t_us "
+        f"RANGE BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS {_q('n_' + name)}"
+    )
+    grid.aggregates[name] = f"k.{_q('n_' + name)}"
+
+
+def _grid_bucket_sums(grid: _Grid, feature: Feature, *, source: str) -> list[str]:
+    """Add a count, sum or mean feature: per-bucket counts and sums, then window sums over buckets.
+
+    Returns:
+        The feature's columns of the source's bucket table.
+    """
+    key, name = grid.key, feature.name
+    frame = (
+        f"OVER (PARTITION BY k.{key} ORDER BY k.t_us "
+        f"RANGE BETWEEN {window_us(feature) - grid.grain_us} PRECEDING AND CURRENT ROW)"
+    )
+    b = _q("b_" + source)
+    cols = [f"count(*) FILTER (WHERE {_filter(feature)}) AS {_q('n_' + name)}"]
+    grid.windowed.append(f"sum({b}.{_q('n_' + name)}) {frame} AS {_q('n_' + name)}")
+    if feature.aggregation not in ("sum", "mean"):
+        grid.aggregates[name] = f"k.{_q('n_' + name)}"
+        return cols
+    column = _q(feature.column or "")
+    cols.append(f"count({column}) FILTER (WHERE {_filter(feature)}) AS {_q('c_' + name)}")
+    cols.append(f"sum({column}) FILTER (WHERE {_filter(feature)}) AS {_q('s_' + name)}")
+    grid.windowed.append(f"sum({b}.{_q('c_' + name)}) {frame} AS {_q('c_' + name)}")
+    grid.windowed.append(f"sum({b}.{_q('s_' + name)}) {frame} AS {_q('s_' + name)}")
+    n, s = f"k.{_q('c_' + name)}", f"k.{_q('s_' + name)}"
+    # An empty window is the default, never a float sum that cancelled to ~0.
+    grid.aggregates[name] = (
+        f"CASE WHEN {n} > 0 THEN {s} END"
+        if feature.aggregation == "sum"
+        else f"CASE WHEN {n} > 0 THEN {s} / {n} END"
+    )
+    return cols
+
+
+def _grid_source(grid: _Grid, source: str, *, features: list[Feature], lower_us: int) -> None:
+    """Add one source's windowed features: its distinct-day deltas and its bucket table."""
+    key = grid.key
+    src = _q("src_" + source)
+    # Only the targets' customers and times: an incremental build touches a few customers.
+    recent = (
+        f"ts_us >= {lower_us} AND ts_us <= (SELECT max({KEY_TS}) FROM {TARGETS}) "
+        f"AND {key} IN (SELECT {key} FROM {TARGETS})"
+    )
+    cols: list[str] = []
+    for f in features:
+        if f.aggregation == "count_distinct_days":
+            _grid_distinct_days(grid, f, src=src, recent=recent)
+        else:
+            cols += _grid_bucket_sums(grid, f, source=source)
+    if cols:
+        b = _q("b_" + source)
+        grid.ctes.append(
+            f"{b} AS (SELECT {key}, {grid.bucket} AS t_us, {', '.join(cols)} FROM {src} "
+            f"WHERE {recent} GROUP BY ALL)"
+        )
+        grid.key_sets.append(f"SELECT {key}, t_us FROM {b}")
+        grid.joins.append(f"LEFT JOIN {b} ON {b}.{key} = k.{key} AND {b}.t_us = k.t_us")
+
+
 def grid_sql(contract: FeatureContract, present: set[str], *, lower_us: int) -> str:
     """The query computing every feature for `targets(<key>, s_us)` whose times are on the grain.
 
@@ -418,81 +521,22 @@ def grid_sql(contract: FeatureContract, present: set[str], *, lower_us: int) -> 
     layout = Layout.of(contract)
     key = _q(layout.key)
     g = layout.grain_us
-    bucket = f"((ts_us + {g} - 1) // {g}) * {g}"
-    ctes: list[str] = []
-    key_sets = [f"SELECT {key}, {KEY_TS} AS t_us FROM {TARGETS}"]
-    joins: list[str] = []
-    windowed: list[str] = []
-    aggregates: dict[str, str] = {}
+    grid = _Grid(key=key, grain_us=g, bucket=f"((ts_us + {g} - 1) // {g}) * {g}")
+    grid.key_sets.append(f"SELECT {key}, {KEY_TS} AS t_us FROM {TARGETS}")
     for source, feats in _window_features(contract, present).items():
-        src = _q("src_" + source)
-        # Only the targets' customers and times: an incremental build touches a few customers.
-        recent = (
-            f"ts_us >= {lower_us} AND ts_us <= (SELECT max({KEY_TS}) FROM {TARGETS}) "
-            f"AND {key} IN (SELECT {key} FROM {TARGETS})"
-        )
-        cols = []
-        for f in feats:
-            if f.aggregation == "count_distinct_days":
-                deltas = _q("d_" + f.name)
-                days = (
-                    f"(SELECT {key}, min({bucket}) AS lo, max({bucket}) + {window_us(f)} AS hi "
-                    f"FROM {src} WHERE {recent} AND {_filter(f)} GROUP BY {key}, ts_us // {DAY_US})"
-                )
-                ctes.append(
-                    f"{deltas} AS (SELECT {key}, t_us, sum(delta) AS delta FROM ("
-                    f"SELECT {key}, lo AS t_us, 1 AS delta FROM {days} UNION ALL "
-                    f"SELECT {key}, hi AS t_us, -1 AS delta FROM {days}) GROUP BY ALL)"
-                )
-                key_sets.append(f"SELECT {key}, t_us FROM {deltas}")
-                joins.append(f"LEFT JOIN {deltas} ON {deltas}.{key} = k.{key} AND {deltas}.t_us = k.t_us")
-                windowed.append(
-                    f"sum({deltas}.delta) OVER (PARTITION BY k.{key} ORDER BY k.t_us "
-                    f"RANGE BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS {_q('n_' + f.name)}"
-                )
-                aggregates[f.name] = f"k.{_q('n_' + f.name)}"
-                continue
-            frame = (
-                f"OVER (PARTITION BY k.{key} ORDER BY k.t_us "
-                f"RANGE BETWEEN {window_us(f) - g} PRECEDING AND CURRENT ROW)"
-            )
-            b = _q("b_" + source)
-            cols.append(f"count(*) FILTER (WHERE {_filter(f)}) AS {_q('n_' + f.name)}")
-            windowed.append(f"sum({b}.{_q('n_' + f.name)}) {frame} AS {_q('n_' + f.name)}")
-            if f.aggregation in ("sum", "mean"):
-                column = _q(f.column or "")
-                cols.append(f"count({column}) FILTER (WHERE {_filter(f)}) AS {_q('c_' + f.name)}")
-                cols.append(f"sum({column}) FILTER (WHERE {_filter(f)}) AS {_q('s_' + f.name)}")
-                windowed.append(f"sum({b}.{_q('c_' + f.name)}) {frame} AS {_q('c_' + f.name)}")
-                windowed.append(f"sum({b}.{_q('s_' + f.name)}) {frame} AS {_q('s_' + f.name)}")
-                n, s = f"k.{_q('c_' + f.name)}", f"k.{_q('s_' + f.name)}"
-                # An empty window is the default, never a float sum that cancelled to ~0.
-                aggregates[f.name] = (
-                    f"CASE WHEN {n} > 0 THEN {s} END"
-                    if f.aggregation == "sum"
-                    else f"CASE WHEN {n} > 0 THEN {s} / {n} END"
-                )
-            else:
-                aggregates[f.name] = f"k.{_q('n_' + f.name)}"
-        if cols:
-            b = _q("b_" + source)
-            ctes.append(
-                f"{b} AS (SELECT {key}, {bucket} AS t_us, {', '.join(cols)} FROM {src} "
-                f"WHERE {recent} GROUP BY ALL)"
-            )
-            key_sets.append(f"SELECT {key}, t_us FROM {b}")
-            joins.append(f"LEFT JOIN {b} ON {b}.{key} = k.{key} AND {b}.t_us = k.t_us")
+        _grid_source(grid, source, features=feats, lower_us=lower_us)
     latest_joins, latest = _latest_joins(contract, present)
-    aggregates.update(latest)
-    if windowed:
-        ctes.append(f"keys AS ({' UNION '.join(key_sets)})")
-        ctes.append(f"k AS (SELECT k.{key}, k.t_us, {', '.join(windowed)} FROM keys k {' '.join(joins)})")
+    grid.aggregates.update(latest)
+    window_join = ""
+    if grid.windowed:
+        grid.ctes.append(f"keys AS ({' UNION '.join(grid.key_sets)})")
+        grid.ctes.append(
+            f"k AS (SELECT k.{key}, k.t_us, {', '.join(grid.windowed)} FROM keys k {' '.join(grid.joins)})"
+        )
         window_join = f"LEFT JOIN k ON k.{key} = t.{key} AND k.t_us = t.{KEY_TS}"
-    else:
-        window_join = ""
-    with_clause = f"WITH {', '.join(ctes)} " if ctes else ""
+    with_clause = f"WITH {', '.join(grid.ctes)} " if grid.ctes else ""
     return (
-        f"{with_clause}SELECT {_finish(contract, present, aggregates)} FROM {TARGETS} t "
+        f"{with_clause}SELECT {_finish(contract, present, grid.aggregates)} FROM {TARGETS} t "
         f"{window_join} {latest_joins}"
     )
 

@@ -58,8 +58,9 @@ def build_definitions(*, contract: FeatureContract, features_dir: Path) -> Defin
         The entity, source, view and service.
     """
     from feast import Entity, FeatureService, FeatureView, Field, FileSource
+    from feast import types as feast_types
     from feast.data_format import ParquetFormat
-    from feast.types import Bool, Float64, Int64, String, UnixTimestamp
+    from feast.types import UnixTimestamp
     from feast.value_type import ValueType
 
     owner = contract.overview.owners[0].email
@@ -67,7 +68,7 @@ def build_definitions(*, contract: FeatureContract, features_dir: Path) -> Defin
     entity = Entity(
         name=contract.entity.name,
         join_keys=[contract.entity.join_key],
-        value_type={"string": ValueType.STRING, "int64": ValueType.INT64}[contract.entity.dtype],
+        value_type=ValueType[contract.entity.types.feast_value],
         description=_flat(contract.entity.description),
         owner=owner,
         tags=tags,
@@ -83,7 +84,6 @@ def build_definitions(*, contract: FeatureContract, features_dir: Path) -> Defin
         owner=owner,
         tags=tags,
     )
-    types = {"int64": Int64, "float64": Float64, "string": String, "bool": Bool}
     view = FeatureView(
         name=view_name(contract),
         entities=[entity],
@@ -95,7 +95,9 @@ def build_definitions(*, contract: FeatureContract, features_dir: Path) -> Defin
                 name=SNAPSHOT_TS, dtype=UnixTimestamp, description="The snapshot time S; staleness is T - S."
             ),
             *[
-                Field(name=f.name, dtype=types[f.dtype], description=_flat(f.description))
+                Field(
+                    name=f.name, dtype=getattr(feast_types, f.types.feast), description=_flat(f.description)
+                )
                 for f in contract.features
             ],
         ],

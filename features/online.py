@@ -1,12 +1,13 @@
 """The online store: a fast bulk load for SQLite, and reads through Feast.
 
-Feast's own SQLite writer upserts one row per (customer, feature) with a separate statement
-(about 45 s for 300k customers here). `write_online` converts values with Feast's own helpers
-(`_columns_to_proto_values`, `serialize_entity_key`, `extract_text_and_num`), once per distinct
-value, and lets SQLite expand them into the same rows, byte for byte: Python binds one short
-row per customer (its entity key, its two times and an integer id per feature value) into a
-temporary table, and a single `INSERT ... SELECT` joins those ids to the distinct serialized
-values inside SQLite. `get_online_features` and `feast serve` read the rows back unchanged.
+Feast's own SQLite writer upserts one row per (customer, feature) with a separate statement (its
+time against ours: `bench/results/features.md`, "Online load only"). `write_online` converts
+values with Feast's own helpers (`_columns_to_proto_values`, `serialize_entity_key`,
+`extract_text_and_num`), once per distinct value, and lets SQLite expand them into the same
+rows, byte for byte: Python binds one short row per customer (its entity key, its two times and
+an integer id per feature value) into a temporary table, and a single `INSERT ... SELECT` joins
+those ids to the distinct serialized values inside SQLite. `get_online_features` and `feast
+serve` read the rows back unchanged.
 
 Stores Feast's layout can vary for (Redis, a view with several entities, SQLite with vector
 or numeric columns) are written through Feast's own `write_to_online_store`, in chunks.
@@ -152,10 +153,11 @@ def _load_sqlite(path: str, table: str, staged: _Staged, *, replace: bool) -> No
     power loss may lose the last commit, never corrupt the file or half-apply it).
 
     Rows arrive in primary-key order, so each B-tree (the table, Feast's primary key and its
-    `entity_key` index) grows or is rewritten at neighbouring positions; measured here, keeping
-    the indexes during the load beats dropping and rebuilding them, even into an empty table. A
-    refresh rewrites the same customers, so their rows are updated in place (neither key index
-    changes). With `replace`, customers absent from the load are then deleted.
+    `entity_key` index) grows or is rewritten at neighbouring positions; keeping the indexes
+    during the load beats dropping and rebuilding them, even into an empty table (the A/B is in
+    `bench/results/features.md`, "Online load only"). A refresh rewrites the same customers, so
+    their rows are updated in place (neither key index changes). With `replace`, customers
+    absent from the load are then deleted.
     """
     quoted = _quote(table)
     keys, features, values = (f"temp.{_STAGE}_{part}" for part in ("keys", "features", "values"))

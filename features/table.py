@@ -28,7 +28,6 @@ EVENT_TIMESTAMP = "event_timestamp"
 CREATED_TIMESTAMP = "created_timestamp"
 SNAPSHOT_TS = "snapshot_ts"
 TIMESTAMP_TYPE = pa.timestamp("us", tz="UTC")
-_ARROW_TYPES = {"int64": pa.int64(), "float64": pa.float64(), "string": pa.string(), "bool": pa.bool_()}
 
 
 def table_name(contract: FeatureContract) -> str:
@@ -61,7 +60,7 @@ def table_schema(contract: FeatureContract) -> pa.Schema:
         pa.field(CREATED_TIMESTAMP, TIMESTAMP_TYPE, nullable=False),
         pa.field(SNAPSHOT_TS, TIMESTAMP_TYPE, nullable=False),
     ]
-    fields += [pa.field(f.name, _ARROW_TYPES[f.dtype], nullable=False) for f in contract.features]
+    fields += [pa.field(f.name, f.types.arrow_type, nullable=False) for f in contract.features]
     return pa.schema(fields)
 
 

@@ -78,9 +78,7 @@ def apply_defaults(frame: pd.DataFrame, contract: FeatureContract) -> pd.DataFra
         column = frame[f.name].astype(object)
         # A defaulted row takes the default for every feature, whatever the join returned.
         column[defaulted] = f.default
-        frame[f.name] = column.astype(
-            {"int64": "int64", "float64": "float64", "string": object, "bool": bool}[f.dtype]
-        )
+        frame[f.name] = column.astype(f.types.numpy)
     frame[SNAPSHOT_TS] = pd.to_datetime(frame[SNAPSHOT_TS], utc=True).astype("datetime64[us, UTC]")
     return frame
 

@@ -6,6 +6,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import yaml
 
 from churnops.contracts.errors import ContractError
 from churnops.contracts.source_contract import (
@@ -130,3 +131,97 @@ def test_an_edited_contract_is_read_again(tmp_path: Path) -> None:
         path.read_text(encoding="utf-8").replace("version: 1", "version: 22", 1), encoding="utf-8"
     )
     assert load_source_contract("customers", path=path).version == 22
+
+
+def _col(raw: dict, name: str) -> dict:
+    return next(c for c in raw["schema"]["columns"] if c["name"] == name)
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (
+            lambda raw: raw["schema"]["columns"].append(dict(_col(raw, "amount"))),
+            "schema.columns: duplicated names ['amount']",
+        ),
+        (
+            lambda raw: raw["schema"].update(primary_key=["nope"]),
+            "schema.primary_key: 'nope' is not a column",
+        ),
+        (
+            lambda raw: _col(raw, "invoice_id").update(nullable=True),
+            "schema.primary_key: key column 'invoice_id' must be nullable: false",
+        ),
+        (
+            lambda raw: raw["schema"].update(event_time="amount"),
+            "schema.event_time: 'amount' must be a date or timestamp column",
+        ),
+        (
+            lambda raw: (
+                raw["schema"].update(ingested_at="invoice_date")
+                or _col(raw, "invoice_date").update(type="date")
+            ),
+            "schema.ingested_at: 'invoice_date' must be a timestamp column",
+        ),
+        (
+            lambda raw: raw["quality"].update(completeness={"nope": 90}),
+            "quality.completeness: 'nope' is not a column",
+        ),
+        (
+            lambda raw: raw["quality"]["uniqueness"].update(columns=["nope"]),
+            "quality.uniqueness.columns: 'nope' is not a column",
+        ),
+        (
+            lambda raw: raw["quality"]["freshness"].update(column="currency"),
+            "quality.freshness.column: 'currency' must be a date or timestamp column",
+        ),
+        (
+            lambda raw: raw["delivery"]["partitioning"].update(column="nope"),
+            "delivery.partitioning.column: 'nope' is not a column",
+        ),
+        (
+            lambda raw: _col(raw, "ingested_at").update(nullable=True),
+            "schema.ingested_at: column 'ingested_at' must be nullable: false",
+        ),
+        (
+            lambda raw: _col(raw, "invoice_date").update(nullable=True),
+            "delivery.partitioning.column: column 'invoice_date' must be nullable: false",
+        ),
+        (
+            lambda raw: _col(raw, "customer_id").update(references="billing.invoice_id"),
+            "column 'customer_id': references must point at another source",
+        ),
+        (
+            lambda raw: raw["testing"][3].update(column="amount"),
+            "testing.3: column 'amount' has no enum in schema.columns",
+        ),
+        (
+            lambda raw: raw["testing"][2].update(column="currency"),
+            "testing.2: column 'currency' has no minimum or maximum",
+        ),
+        (
+            lambda raw: raw["testing"].append({"type": "unique", "columns": ["invoice_id"], "threshold": 1}),
+            "testing.6: the primary key's uniqueness belongs in quality.uniqueness",
+        ),
+        (
+            lambda raw: raw["testing"].append({"type": "unique", "columns": ["nope"], "threshold": 1}),
+            "testing.6: 'nope' is not a column",
+        ),
+        (
+            lambda raw: raw["quality"].update(completeness={"amount": 90}),
+            "columns ['amount'] are in both quality.completeness and a not_null check: keep one",
+        ),
+        (
+            lambda raw: raw["testing"].append(dict(raw["testing"][5])),
+            "testing: duplicated check names ['failed_payment_share']",
+        ),
+    ],
+)
+def test_each_cross_check_is_refused_with_its_message(tmp_path: Path, edit, message: str) -> None:
+    raw = yaml.safe_load((SOURCES_DIR / "billing.yaml").read_text(encoding="utf-8"))
+    edit(raw)
+    path = tmp_path / "billing.yaml"
+    path.write_text(yaml.safe_dump(raw), encoding="utf-8")
+    with pytest.raises(ContractError) as err:
+        load_source_contract("billing", path=path)
+    assert message in str(err.value)

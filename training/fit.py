@@ -21,8 +21,8 @@ from churnops.training.split import Split
 
 CONSTANT = "constant"
 PERMUTATION_REPEATS = 5
-# HistGradientBoosting's OpenMP threads spin-wait; on a shared 2-core machine that made the same
-# fit six times slower (30 s against 5 s on the default data), for identical results.
+# HistGradientBoosting's OpenMP threads spin-wait, which slows the same fit on a busy shared
+# machine, for identical results; `bench/results/training.md` times both thread modes.
 THREADS = 1
 
 

@@ -32,8 +32,6 @@ from churnops.contracts.feature_contract import FeatureContract
 LOGISTIC_REGRESSION = "logistic_regression"
 GRADIENT_BOOSTING = "hist_gradient_boosting"
 
-_PANDAS_DTYPES = {"int64": "int64", "float64": "float64", "string": "object", "bool": "bool"}
-
 
 def model_input(*, frame: pd.DataFrame, contract: FeatureContract) -> pd.DataFrame:
     """The model's input: the contract's features, in contract order, with the contract's dtypes.
@@ -63,7 +61,7 @@ def model_input(*, frame: pd.DataFrame, contract: FeatureContract) -> pd.DataFra
             f"feature {column!r} is null at row {row}; the contract's join fills defaults, so a null "
             "means the training set was not built through the feature service"
         )
-    dtypes = {f.name: _PANDAS_DTYPES[f.dtype] for f in contract.features}
+    dtypes = {f.name: f.types.numpy for f in contract.features}
     out = selected.astype(dtypes)
     for name in contract.categorical_features:
         out[name] = out[name].astype(str)

@@ -31,6 +31,7 @@ import pandas as pd
 import pyarrow as pa
 from mlflow import MlflowClient
 from mlflow.models import infer_signature
+from mlflow.models.model import ModelInfo
 
 from churnops.contracts.feature_contract import FeatureContract, load_feature_contract
 from churnops.training.fit import CONSTANT, FitResult, fit_candidates
@@ -182,17 +183,20 @@ def _check_training_set(frame: pd.DataFrame, contract: FeatureContract) -> None:
         raise ValueError("the training set is empty: no customer was observable with a complete label window")
 
 
-def _log_run_content(
+def _windows(split: Split) -> dict[str, pd.DataFrame]:
+    return {"train": split.train, "validation": split.validation, "test": split.test}
+
+
+def _run_params(
     *,
-    training_set: pd.DataFrame,
     split: Split,
     fit: FitResult,
     lineage: Lineage,
     contract: FeatureContract,
     seed: int,
     settings: TrainSettings,
-    training_set_hash: str,
-) -> None:
+) -> dict[str, str]:
+    """The run's parameters: labelling, split, features, the choice, and each candidate's settings."""
     params: dict[str, str] = {
         "seed": str(seed),
         "feature_service": lineage.feature_service,
@@ -209,8 +213,11 @@ def _log_run_content(
     for name, build in CANDIDATES.items():
         classifier = build(contract=contract, seed=seed).named_steps["classifier"]
         params.update(_scalar_params(name, classifier.get_params()))
-    mlflow.log_params(params)
+    return params
 
+
+def _run_metrics(*, split: Split, fit: FitResult) -> dict[str, float]:
+    """Every candidate's metrics, the constant reference, the chosen one's, and rows per window."""
     metrics: dict[str, float] = {}
     for name, candidate in fit.candidates.items():
         for window, values in (("validation", candidate.validation), ("test", candidate.test)):
@@ -219,22 +226,26 @@ def _log_run_content(
     chosen = fit.candidates[fit.chosen]
     metrics.update({f"validation_{key}": value for key, value in chosen.validation.items()})
     metrics.update({f"test_{key}": value for key, value in chosen.test.items()})
-    for window, frame in (("train", split.train), ("validation", split.validation), ("test", split.test)):
+    for window, frame in _windows(split).items():
         metrics[f"rows_{window}"] = float(len(frame))
         metrics[f"positive_rate_{window}"] = float(frame[LABEL_COLUMN].mean())
-    mlflow.log_metrics(metrics)
+    return metrics
 
+
+def _training_set_tags(
+    *, training_set: pd.DataFrame, fit: FitResult, training_set_hash: str
+) -> dict[str, str]:
     times = pd.to_datetime(training_set[TIME_COLUMN], utc=True)
-    mlflow.set_tags(
-        {
-            "training_set_hash": training_set_hash,
-            "training_set_start": times.min().isoformat(),
-            "training_set_end": times.max().isoformat(),
-            "training_set_rows": str(len(training_set)),
-            "chosen_model": fit.chosen,
-        }
-    )
+    return {
+        "training_set_hash": training_set_hash,
+        "training_set_start": times.min().isoformat(),
+        "training_set_end": times.max().isoformat(),
+        "training_set_rows": str(len(training_set)),
+        "chosen_model": fit.chosen,
+    }
 
+
+def _log_plots(fit: FitResult) -> None:
     scores = {name: candidate.test_scores for name, candidate in fit.candidates.items()}
     y = fit.test_labels
     mlflow.log_figure(roc_figure(y_true=y, scores=scores), "plots/roc.png")
@@ -245,11 +256,14 @@ def _log_run_content(
         "plots/permutation_importance.png",
     )
 
+
+def _log_files(*, split: Split, fit: FitResult, lineage: Lineage, contract: FeatureContract) -> None:
+    """Log the windows as datasets and files, the importance table, and Feast's feature list."""
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         datasets = folder / "datasets"
         datasets.mkdir()
-        for window, frame in (("train", split.train), ("validation", split.validation), ("test", split.test)):
+        for window, frame in _windows(split).items():
             logged = _logged_frame(frame, contract)
             logged.to_parquet(datasets / f"{window}.parquet", index=False)
             mlflow.log_input(
@@ -262,6 +276,183 @@ def _log_run_content(
         # Feast's model resolver compares this list with the feature service's current features.
         (folder / "feast_features.json").write_text(json.dumps(lineage.feature_refs), encoding="utf-8")
         mlflow.log_artifact(str(folder / "feast_features.json"))
+
+
+def _log_run_content(
+    *,
+    training_set: pd.DataFrame,
+    split: Split,
+    fit: FitResult,
+    lineage: Lineage,
+    contract: FeatureContract,
+    seed: int,
+    settings: TrainSettings,
+    training_set_hash: str,
+) -> None:
+    mlflow.log_params(
+        _run_params(split=split, fit=fit, lineage=lineage, contract=contract, seed=seed, settings=settings)
+    )
+    mlflow.log_metrics(_run_metrics(split=split, fit=fit))
+    mlflow.set_tags(
+        _training_set_tags(training_set=training_set, fit=fit, training_set_hash=training_set_hash)
+    )
+    _log_plots(fit)
+    _log_files(split=split, fit=fit, lineage=lineage, contract=contract)
+
+
+def _open_tracking(*, tracking_uri: str, artifact_location: str) -> tuple[MlflowClient, str]:
+    """Point MLflow at the tracking store (creating a SQLite store's folder) and get the experiment.
+
+    Returns:
+        The client and the `churn` experiment's id.
+    """
+    if tracking_uri.startswith("sqlite:///"):
+        Path(tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    experiment_id = ensure_experiment(client=client, artifact_location=artifact_location)
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_registry_uri(tracking_uri)
+    return client, experiment_id
+
+
+def _run_tags(*, lineage: Lineage, version_of_code: str) -> dict[str, str]:
+    tags = {**lineage.tags(), "code_version": version_of_code}
+    if version_of_code.startswith("git:"):
+        tags["mlflow.source.git.commit"] = version_of_code.removeprefix("git:")
+    return tags
+
+
+def _log_model(*, fit: FitResult, split: Split, contract: FeatureContract) -> ModelInfo:
+    """Log the chosen model with its signature and an input example from the test window.
+
+    Returns:
+        MLflow's `ModelInfo` of the logged model.
+    """
+    example = model_input(frame=split.test.head(5), contract=contract)
+    return mlflow.sklearn.log_model(
+        fit.model,
+        name="model",
+        signature=infer_signature(example, fit.model.predict_proba(example)),
+        input_example=example,
+        pip_requirements=model_requirements(),
+        skops_trusted_types=trusted_types(fit.model),
+        # Serving and the gate need probabilities; pyfunc's predict returns [P(stay), P(churn)].
+        pyfunc_predict_fn="predict_proba",
+    )
+
+
+def _version_tags(
+    *, fit: FitResult, split: Split, lineage: Lineage, training_set_hash: str, version_of_code: str
+) -> dict[str, str]:
+    chosen = fit.candidates[fit.chosen]
+    return {
+        **{f"test_{key}": str(value) for key, value in chosen.test.items()},
+        **{f"validation_{key}": str(value) for key, value in chosen.validation.items()},
+        "feast.feature_service": lineage.feature_service,
+        "feature_service": lineage.feature_service,
+        "feature_service_version": str(lineage.feature_service_version),
+        "training_set_hash": training_set_hash,
+        "model_type": fit.chosen,
+        "code_version": version_of_code,
+        "test_start": split.dates.test_start.isoformat(),
+        "test_end": split.dates.test_end.isoformat(),
+    }
+
+
+def _register_challenger(*, client: MlflowClient, model_uri: str, tags: dict[str, str]) -> str:
+    """Register a logged model as a new version, tag it and alias it `challenger`.
+
+    Returns:
+        The new version.
+    """
+    version = mlflow.register_model(model_uri, REGISTERED_MODEL).version
+    for key, value in tags.items():
+        client.set_model_version_tag(REGISTERED_MODEL, version, key, value)
+    client.set_registered_model_alias(REGISTERED_MODEL, CHALLENGER, version)
+    return str(version)
+
+
+@dataclass(frozen=True)
+class _Trained:
+    """What the tracked run produced, before registration."""
+
+    run_id: str
+    model_uri: str
+    split: Split
+    fit: FitResult
+    training_set_hash: str
+
+
+def _tracked_run(
+    *,
+    load_training_set: Callable[[], pd.DataFrame],
+    lineage: Lineage,
+    experiment_id: str,
+    run_tags: dict[str, str],
+    seed: int,
+    contract: FeatureContract,
+    settings: TrainSettings,
+) -> _Trained:
+    """Inside one MLflow run: load the training set, split, fit, log everything and the model."""
+    with (
+        warnings.catch_warnings(),
+        mlflow.start_run(
+            experiment_id=experiment_id, run_name=f"train-{lineage.feature_service}-seed{seed}", tags=run_tags
+        ) as run,
+    ):
+        # Contract features are never null (the join fills defaults), so MLflow's hint that
+        # integer columns cannot hold missing values does not apply.
+        warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer")
+        training_set = load_training_set()
+        _check_training_set(training_set, contract)
+        split = out_of_time_split(frame=training_set, fractions=settings.fractions)
+        fit = fit_candidates(split=split, contract=contract, seed=seed)
+        training_set_hash = content_hash(training_set)
+        _log_run_content(
+            training_set=training_set,
+            split=split,
+            fit=fit,
+            lineage=lineage,
+            contract=contract,
+            seed=seed,
+            settings=settings,
+            training_set_hash=training_set_hash,
+        )
+        model_info = _log_model(fit=fit, split=split, contract=contract)
+        return _Trained(
+            run_id=run.info.run_id,
+            model_uri=model_info.model_uri,
+            split=split,
+            fit=fit,
+            training_set_hash=training_set_hash,
+        )
+
+
+def _train_result(
+    *, trained: _Trained, experiment_id: str, version: str, lineage: Lineage, tags: dict[str, str]
+) -> TrainResult:
+    split, fit = trained.split, trained.fit
+    return TrainResult(
+        run_id=trained.run_id,
+        experiment_id=experiment_id,
+        model_name=REGISTERED_MODEL,
+        model_version=version,
+        model_uri=f"models:/{REGISTERED_MODEL}/{version}",
+        chosen=fit.chosen,
+        metrics={
+            name: {"validation": candidate.validation, "test": candidate.test}
+            for name, candidate in fit.candidates.items()
+        },
+        constant_test=fit.constant_test,
+        split_dates=split.dates,
+        rows={window: len(frame) for window, frame in _windows(split).items()},
+        positive_rates={
+            window: float(frame[LABEL_COLUMN].mean()) for window, frame in _windows(split).items()
+        },
+        training_set_hash=trained.training_set_hash,
+        feature_service=lineage.feature_service,
+        tags=tags,
+    )
 
 
 def run_training(
@@ -295,94 +486,27 @@ def run_training(
     """
     contract = contract or load_feature_contract()
     settings = settings or TrainSettings()
-    if tracking_uri.startswith("sqlite:///"):
-        Path(tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
-    experiment_id = ensure_experiment(client=client, artifact_location=artifact_location)
-    mlflow.set_tracking_uri(tracking_uri)
-    mlflow.set_registry_uri(tracking_uri)
-
+    client, experiment_id = _open_tracking(tracking_uri=tracking_uri, artifact_location=artifact_location)
     version_of_code = code_version()
-    run_tags = {**lineage.tags(), "code_version": version_of_code}
-    if version_of_code.startswith("git:"):
-        run_tags["mlflow.source.git.commit"] = version_of_code.removeprefix("git:")
-    with (
-        warnings.catch_warnings(),
-        mlflow.start_run(
-            experiment_id=experiment_id, run_name=f"train-{lineage.feature_service}-seed{seed}", tags=run_tags
-        ) as run,
-    ):
-        # Contract features are never null (the join fills defaults), so MLflow's hint that
-        # integer columns cannot hold missing values does not apply.
-        warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer")
-        training_set = load_training_set()
-        _check_training_set(training_set, contract)
-        split = out_of_time_split(frame=training_set, fractions=settings.fractions)
-        fit = fit_candidates(split=split, contract=contract, seed=seed)
-        training_set_hash = content_hash(training_set)
-        _log_run_content(
-            training_set=training_set,
-            split=split,
-            fit=fit,
-            lineage=lineage,
-            contract=contract,
-            seed=seed,
-            settings=settings,
-            training_set_hash=training_set_hash,
-        )
-        example = model_input(frame=split.test.head(5), contract=contract)
-        model_info = mlflow.sklearn.log_model(
-            fit.model,
-            name="model",
-            signature=infer_signature(example, fit.model.predict_proba(example)),
-            input_example=example,
-            pip_requirements=model_requirements(),
-            skops_trusted_types=trusted_types(fit.model),
-            # Serving and the gate need probabilities; pyfunc's predict returns [P(stay), P(churn)].
-            pyfunc_predict_fn="predict_proba",
-        )
-        run_id = run.info.run_id
-
-    version = mlflow.register_model(model_info.model_uri, REGISTERED_MODEL).version
-    chosen = fit.candidates[fit.chosen]
-    version_tags = {
-        **{f"test_{key}": str(value) for key, value in chosen.test.items()},
-        **{f"validation_{key}": str(value) for key, value in chosen.validation.items()},
-        "feast.feature_service": lineage.feature_service,
-        "feature_service": lineage.feature_service,
-        "feature_service_version": str(lineage.feature_service_version),
-        "training_set_hash": training_set_hash,
-        "model_type": fit.chosen,
-        "code_version": version_of_code,
-        "test_start": split.dates.test_start.isoformat(),
-        "test_end": split.dates.test_end.isoformat(),
-    }
-    for key, value in version_tags.items():
-        client.set_model_version_tag(REGISTERED_MODEL, version, key, value)
-    client.set_registered_model_alias(REGISTERED_MODEL, CHALLENGER, version)
-
-    return TrainResult(
-        run_id=run_id,
+    trained = _tracked_run(
+        load_training_set=load_training_set,
+        lineage=lineage,
         experiment_id=experiment_id,
-        model_name=REGISTERED_MODEL,
-        model_version=str(version),
-        model_uri=f"models:/{REGISTERED_MODEL}/{version}",
-        chosen=fit.chosen,
-        metrics={
-            name: {"validation": candidate.validation, "test": candidate.test}
-            for name, candidate in fit.candidates.items()
-        },
-        constant_test=fit.constant_test,
-        split_dates=split.dates,
-        rows={"train": len(split.train), "validation": len(split.validation), "test": len(split.test)},
-        positive_rates={
-            "train": float(split.train[LABEL_COLUMN].mean()),
-            "validation": float(split.validation[LABEL_COLUMN].mean()),
-            "test": float(split.test[LABEL_COLUMN].mean()),
-        },
-        training_set_hash=training_set_hash,
-        feature_service=lineage.feature_service,
-        tags=version_tags,
+        run_tags=_run_tags(lineage=lineage, version_of_code=version_of_code),
+        seed=seed,
+        contract=contract,
+        settings=settings,
+    )
+    version_tags = _version_tags(
+        fit=trained.fit,
+        split=trained.split,
+        lineage=lineage,
+        training_set_hash=trained.training_set_hash,
+        version_of_code=version_of_code,
+    )
+    version = _register_challenger(client=client, model_uri=trained.model_uri, tags=version_tags)
+    return _train_result(
+        trained=trained, experiment_id=experiment_id, version=version, lineage=lineage, tags=version_tags
     )
 
 
@@ -484,6 +608,79 @@ def feature_service_refs(*, store: Any, feature_service: str) -> list[str]:
     ]
 
 
+def _check_feast_mlflow(*, store: Any, tracking_uri: str) -> None:
+    """Refuse a store whose own MLflow logging goes to another tracking store than this training."""
+    feast_mlflow = getattr(store.config, "mlflow", None)
+    if feast_mlflow is not None and feast_mlflow.enabled:
+        configured = feast_mlflow.get_tracking_uri()
+        if configured is not None and configured != tracking_uri:
+            raise ValueError(
+                f"feature_store.yaml sends Feast's MLflow logging to {configured}, but this training "
+                f"tracks in {tracking_uri}: make them the same"
+            )
+
+
+def _labelled_entities(
+    *, lake_dir: Path, contract: FeatureContract, settings: TrainSettings
+) -> tuple[pd.DataFrame, pd.Timestamp, pd.Timestamp]:
+    """The labelled observations the lake supports, and its observed window.
+
+    Returns:
+        `(entities, data_start, data_end)`: entity, timestamp and label per observation.
+
+    Raises:
+        ValueError: When no observation has both a whole history and a whole label window.
+    """
+    customers, churn_labels = read_label_sources(lake_dir=lake_dir)
+    data_start, data_end = observed_window(lake_dir=lake_dir)
+    min_history = settings.min_history or contract.lookback
+    entities = labelled_observations(
+        customers=customers,
+        churn_labels=churn_labels,
+        data_end=data_end,
+        horizon=settings.horizon,
+        observe_from=data_start + min_history,
+    )
+    if entities.empty:
+        raise ValueError(
+            f"no observation has {settings.horizon.days} days of labels after "
+            f"{min_history.days} days of history between {data_start} and "
+            f"{data_end}: generate or ingest a longer history"
+        )
+    return entities, data_start, data_end
+
+
+def _check_same_rows(*, features: pd.DataFrame, keys: pd.DataFrame) -> None:
+    # The feature service returns exactly the entity rows in order; anything else would
+    # silently attach labels to the wrong rows.
+    if (
+        len(features) != len(keys)
+        or not (features[ENTITY_COLUMN].astype(str).to_numpy() == keys[ENTITY_COLUMN].to_numpy()).all()
+        or not (
+            pd.to_datetime(features[TIME_COLUMN], utc=True).to_numpy() == keys[TIME_COLUMN].to_numpy()
+        ).all()
+    ):
+        raise ValueError(
+            f"the feature service returned {len(features)} rows for {len(keys)} entity rows, or in "
+            "another order; a training set must keep its entity frame's rows"
+        )
+
+
+def _feature_service_loader(
+    *, store: Any, entities: pd.DataFrame, feature_service: str
+) -> Callable[[], pd.DataFrame]:
+    """A loader of the labelled training set: the entities' features through the service, plus labels."""
+    from churnops.features.training_set import get_training_set
+
+    def load_training_set() -> pd.DataFrame:
+        keys = entities[[ENTITY_COLUMN, TIME_COLUMN]]
+        features = get_training_set(store=store, entities=keys, feature_service=feature_service)
+        _check_same_rows(features=features, keys=keys)
+        return features.reset_index(drop=True).assign(**{LABEL_COLUMN: entities[LABEL_COLUMN].to_numpy()})
+
+    return load_training_set
+
+
 def train(
     *,
     store: Any,
@@ -514,33 +711,12 @@ def train(
         ValueError: When inputs are missing or malformed, the feature service is unknown, the
             store's MLflow configuration points elsewhere, or the training set cannot be split.
     """
-    from churnops.features.training_set import get_training_set
-
     contract = contract or load_feature_contract()
     settings = settings or TrainSettings()
-    feast_mlflow = getattr(store.config, "mlflow", None)
-    if feast_mlflow is not None and feast_mlflow.enabled:
-        configured = feast_mlflow.get_tracking_uri()
-        if configured is not None and configured != tracking_uri:
-            raise ValueError(
-                f"feature_store.yaml sends Feast's MLflow logging to {configured}, but this training "
-                f"tracks in {tracking_uri}: make them the same"
-            )
-    customers, churn_labels = read_label_sources(lake_dir=lake_dir)
-    data_start, data_end = observed_window(lake_dir=lake_dir)
-    entities = labelled_observations(
-        customers=customers,
-        churn_labels=churn_labels,
-        data_end=data_end,
-        horizon=settings.horizon,
-        observe_from=data_start + (settings.min_history or contract.lookback),
+    _check_feast_mlflow(store=store, tracking_uri=tracking_uri)
+    entities, data_start, data_end = _labelled_entities(
+        lake_dir=lake_dir, contract=contract, settings=settings
     )
-    if entities.empty:
-        raise ValueError(
-            f"no observation has {settings.horizon.days} days of labels after "
-            f"{(settings.min_history or contract.lookback).days} days of history between {data_start} and "
-            f"{data_end}: generate or ingest a longer history"
-        )
     lineage = Lineage(
         feature_service=feature_service,
         feature_service_version=contract.version,
@@ -549,27 +725,10 @@ def train(
         data_start=data_start,
         data_end=data_end,
     )
-
-    def load_training_set() -> pd.DataFrame:
-        keys = entities[[ENTITY_COLUMN, TIME_COLUMN]]
-        features = get_training_set(store=store, entities=keys, feature_service=feature_service)
-        # The feature service returns exactly the entity rows in order; anything else would
-        # silently attach labels to the wrong rows.
-        if (
-            len(features) != len(keys)
-            or not (features[ENTITY_COLUMN].astype(str).to_numpy() == keys[ENTITY_COLUMN].to_numpy()).all()
-            or not (
-                pd.to_datetime(features[TIME_COLUMN], utc=True).to_numpy() == keys[TIME_COLUMN].to_numpy()
-            ).all()
-        ):
-            raise ValueError(
-                f"the feature service returned {len(features)} rows for {len(keys)} entity rows, or in "
-                "another order; a training set must keep its entity frame's rows"
-            )
-        return features.reset_index(drop=True).assign(**{LABEL_COLUMN: entities[LABEL_COLUMN].to_numpy()})
-
     return run_training(
-        load_training_set=load_training_set,
+        load_training_set=_feature_service_loader(
+            store=store, entities=entities, feature_service=feature_service
+        ),
         lineage=lineage,
         tracking_uri=tracking_uri,
         artifact_location=artifact_location,
