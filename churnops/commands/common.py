@@ -51,5 +51,6 @@ def fail(message: str, *, code: int = 1) -> typer.Exit:
     Returns:
         A `typer.Exit` for the caller to raise.
     """
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False)
+    # soft_wrap: a path in the message stays whole (Rich wraps at 80 columns without a terminal).
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     return typer.Exit(code)
