@@ -47,7 +47,7 @@ for key, value in {
 from churnops.contracts.feature_contract import load_feature_contract  # noqa: E402
 from churnops.features import compute  # noqa: E402
 from churnops.features.build import build_features, to_us  # noqa: E402
-from churnops.ingestion.lake import partition_path  # noqa: E402
+from churnops.storage.lake import partition_path  # noqa: E402
 
 CONTRACT = load_feature_contract()
 START = datetime(2026, 1, 1, tzinfo=UTC)

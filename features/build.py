@@ -30,7 +30,7 @@ import pyarrow.compute as pc
 from churnops.contracts.feature_contract import FeatureContract
 from churnops.features import compute, table
 from churnops.features.compute import KEY_TS, Layout
-from churnops.ingestion.atomic import write_atomic
+from churnops.storage.atomic import write_atomic
 
 STATE_FILE = "_build_state.json"
 _INFINITY_US = 2**62

@@ -29,7 +29,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from churnops.contracts.feature_contract import Feature, FeatureContract
-from churnops.ingestion.lake import list_partitions, source_glob
+from churnops.storage.lake import list_partitions, source_glob
 
 DAY_US = 86_400_000_000
 WINDOW_AGGREGATIONS = ("count", "count_distinct_days", "sum", "mean")

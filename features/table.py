@@ -21,8 +21,8 @@ from churnops.contracts.feature_contract import (
     FeatureContract,
     load_feature_contract,
 )
-from churnops.ingestion.atomic import write_atomic
-from churnops.ingestion.lake import PARTITION_FILE, PARTITION_PREFIX, day_partitions
+from churnops.storage.atomic import write_atomic
+from churnops.storage.lake import PARTITION_FILE, PARTITION_PREFIX, day_partitions
 
 EVENT_TIMESTAMP = "event_timestamp"
 CREATED_TIMESTAMP = "created_timestamp"

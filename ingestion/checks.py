@@ -33,8 +33,8 @@ from churnops.contracts.source_contract import (
     UniqueCheck,
     load_source_contracts,
 )
-from churnops.ingestion.atomic import write_atomic
-from churnops.ingestion.lake import list_partitions, source_dir, source_glob
+from churnops.storage.atomic import write_atomic
+from churnops.storage.lake import list_partitions, source_dir, source_glob
 
 LOAD_STATE_FILE = "_load_state.json"
 

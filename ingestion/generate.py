@@ -44,7 +44,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 from scipy.special import betainc, betaincinv, ndtr, ndtri
 
-from churnops.ingestion.atomic import write_atomic
+from churnops.storage.atomic import write_atomic
 
 SOURCES: tuple[str, ...] = ("customers", "usage_events", "support_tickets", "billing", "churn_labels")
 

@@ -36,15 +36,7 @@ import pyarrow.parquet as pq
 
 from churnops.contracts.feature_contract import load_feature_contract
 from churnops.contracts.source_contract import SOURCE_NAMES, SourceContract, load_source_contracts
-from churnops.ingestion.atomic import write_atomic
 from churnops.ingestion.checks import CheckResult, duckdb_connection, run_checks, write_load_state
-from churnops.ingestion.lake import (
-    list_partitions,
-    read_partition,
-    source_glob,
-    write_partition,
-    write_partition_table,
-)
 from churnops.ingestion.log import find_ingested, record_batch
 from churnops.ingestion.readers import (
     IngestError,
@@ -62,6 +54,14 @@ from churnops.ingestion.validate import (
     quarantine_frame,
     reference_violations,
     to_lake_frame,
+)
+from churnops.storage.atomic import write_atomic
+from churnops.storage.lake import (
+    list_partitions,
+    read_partition,
+    source_glob,
+    write_partition,
+    write_partition_table,
 )
 
 __all__ = ["BatchReport", "IngestError", "IngestReport", "ingest"]

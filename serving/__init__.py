@@ -5,7 +5,6 @@ Modules:
     features: `OnlineFeatureReader`, online reads with the contract's defaults and freshness rules.
     models: `ModelWatcher`, loads `@champion` / `@challenger` and swaps them when the aliases move.
     prediction_log: `PredictionLog`, the append-only log written off the request path.
-    keys: hashed API keys for the contract's approved consumers.
     metrics: `ServingMetrics`, the Prometheus registry, and the middleware timing every request.
     app: `create_app`, the FastAPI application.
     server: `run_server`, uvicorn with the settings the service was benchmarked with.

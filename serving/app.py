@@ -30,11 +30,11 @@ from starlette.exceptions import HTTPException
 
 from churnops.contracts.feature_contract import FeatureContract, load_feature_contract
 from churnops.serving.features import OnlineFeatureReader, probe_frame
-from churnops.serving.keys import hash_key, load_key_hashes
 from churnops.serving.metrics import MetricsMiddleware, ServingMetrics
 from churnops.serving.models import NO_CHAMPION_HINT, LoadedModel, ModelSet, ModelWatcher
 from churnops.serving.prediction_log import LogEntry, PredictionLog
 from churnops.serving.settings import ServingSettings
+from churnops.storage.keys import hash_key, load_key_hashes
 
 if TYPE_CHECKING:
     from feast import FeatureStore

@@ -20,7 +20,7 @@ from churnops.features.table import read_latest
 from churnops.features.training_set import get_training_set
 from churnops.ingestion.generate import generate
 from churnops.ingestion.ingest import ingest
-from churnops.ingestion.lake import read_source
+from churnops.storage.lake import read_source
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
 DAYS = 45

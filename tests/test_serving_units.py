@@ -14,10 +14,10 @@ from typer.testing import CliRunner
 
 from churnops.cli import app as cli
 from churnops.serving.features import to_utc
-from churnops.serving.keys import KEY_PREFIX, create_key, hash_key, load_key_hashes
 from churnops.serving.models import LoadedModel
 from churnops.serving.prediction_log import LogEntry, PredictionLog
 from churnops.serving.settings import ServingSettings
+from churnops.storage.keys import KEY_PREFIX, create_key, hash_key, load_key_hashes
 
 APPROVED = ["churn-model", "cs-analytics-dashboard"]
 

@@ -24,6 +24,7 @@ from churnops.settings import HOME_ENV, REPO_ROOT, Workspace
 STAGE_FOLDERS = {
     "churnops": "churnops",
     "contracts": "churnops.contracts",
+    "storage": "churnops.storage",
     "ingestion": "churnops.ingestion",
     "features": "churnops.features",
     "training": "churnops.training",

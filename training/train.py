@@ -413,7 +413,7 @@ def observed_window(*, lake_dir: Path) -> tuple[pd.Timestamp, pd.Timestamp]:
     """
     import duckdb
 
-    from churnops.ingestion.lake import list_partitions, source_glob
+    from churnops.storage.lake import list_partitions, source_glob
 
     starts: list[pd.Timestamp] = []
     ends: list[pd.Timestamp] = []
@@ -450,7 +450,7 @@ def read_label_sources(*, lake_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     Raises:
         ValueError: When the lake has no customers.
     """
-    from churnops.ingestion.lake import read_source
+    from churnops.storage.lake import read_source
 
     customers = read_source(lake_dir, "customers")
     if customers.empty:

@@ -141,8 +141,8 @@ def current_features(ws: Workspace, contract: FeatureContract) -> tuple[pd.DataF
         InputProblem: When no feature table was built.
     """
     from churnops.features.table import read_latest
-    from churnops.ingestion.lake import read_source
     from churnops.monitoring.drift import select_active
+    from churnops.storage.lake import read_source
 
     latest = read_latest(features_dir=ws.features, contract=contract)
     if latest.empty:

@@ -1,0 +1,7 @@
+"""Plumbing every stage may use and that uses no stage.
+
+Modules:
+    atomic: `write_atomic`, write-then-rename so a reader never sees half a file.
+    lake: the lake's layout (`<lake>/<source>/date=YYYY-MM-DD/data.parquet`), its readers and writers.
+    keys: hashed API keys for the contract's approved consumers.
+"""
