@@ -36,7 +36,7 @@ import pyarrow.parquet as pq
 
 from churnops.contracts.feature_contract import load_feature_contract
 from churnops.contracts.source_contract import SOURCE_NAMES, SourceContract, load_source_contracts
-from churnops.ingestion.checks import CheckResult, duckdb_connection, run_checks, write_load_state
+from churnops.ingestion.checks import CheckResult, run_checks, write_load_state
 from churnops.ingestion.log import find_ingested, record_batch
 from churnops.ingestion.readers import (
     IngestError,
@@ -47,7 +47,6 @@ from churnops.ingestion.readers import (
 )
 from churnops.ingestion.validate import (
     empty_violations,
-    epoch_micros,
     future_violations,
     lake_schema,
     parse_batch,
@@ -56,6 +55,7 @@ from churnops.ingestion.validate import (
     to_lake_frame,
 )
 from churnops.storage.atomic import write_atomic
+from churnops.storage.duck import duckdb_connection
 from churnops.storage.lake import (
     list_partitions,
     read_partition,
@@ -63,6 +63,7 @@ from churnops.storage.lake import (
     write_partition,
     write_partition_table,
 )
+from churnops.storage.times import epoch_micros
 
 __all__ = ["BatchReport", "IngestError", "IngestReport", "ingest"]
 

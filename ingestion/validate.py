@@ -27,7 +27,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from churnops.contracts.source_contract import Column, SourceContract
-from churnops.ingestion.checks import duckdb_connection
+from churnops.storage.duck import duckdb_connection
+from churnops.storage.times import epoch_micros
 
 RULE_ORDER: tuple[str, ...] = (
     "missing_column",
@@ -274,14 +275,6 @@ def parse_batch(raw: pa.Table, contract: SourceContract) -> ParsedBatch:
     schema = lake_schema(contract)
     table = pa.table([_chunked(typed[f.name]).cast(f.type) for f in schema], schema=schema)
     return ParsedBatch(typed=table, violations=_concat(found))
-
-
-def epoch_micros(values: pa.ChunkedArray) -> np.ndarray:
-    """Microseconds since the epoch as float (NaN for null), from a timestamp or date column."""
-    if pa.types.is_date32(values.type):
-        days = values.cast(pa.int32()).to_numpy(zero_copy_only=False)
-        return days.astype("float64") * 86_400_000_000
-    return values.cast(pa.int64()).to_numpy(zero_copy_only=False).astype("float64")
 
 
 def future_violations(
