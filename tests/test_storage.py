@@ -1,4 +1,4 @@
-"""The storage layer on its own: atomic writes, the DuckDB connection, time conversions, API keys."""
+"""The storage layer on its own: atomic writes, the DuckDB connection, times, the home, API keys."""
 
 from __future__ import annotations
 
@@ -13,6 +13,9 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
+from churnops.feature_repo import FEATURE_REPO
+from churnops.settings import Workspace
+from churnops.storage import layout
 from churnops.storage.atomic import write_atomic
 from churnops.storage.duck import duckdb_connection
 from churnops.storage.keys import KEY_PREFIX, create_key, hash_key, load_key_hashes
@@ -162,6 +165,49 @@ def test_parse_utc_reads_what_online_stores_return() -> None:
     assert type(parse_utc(pd.Timestamp("2026-11-21T12:00:00Z"))) is datetime
     with pytest.raises(ValueError, match="is not a timestamp"):
         parse_utc(b"2026")
+
+
+# --- the home's layout ------------------------------------------------------------------------
+
+
+def test_workspace_paths_come_from_the_layout() -> None:
+    ws = Workspace(Path("/h"))
+    assert {
+        "data": ws.data,
+        "landing": ws.landing,
+        "lake": ws.lake,
+        "quarantine": ws.quarantine,
+        "ingestion_log": ws.ingestion_log,
+        "features": ws.features,
+        "feast": ws.feast,
+        "audit_db": ws.audit_db,
+        "predictions": ws.predictions,
+        "mlruns": ws.mlruns,
+        "artifacts": ws.artifacts,
+        "reports": ws.reports,
+    } == {
+        "data": Path("/h/data"),
+        "landing": Path("/h/data/landing"),
+        "lake": Path("/h/data/lake"),
+        "quarantine": Path("/h/data/quarantine"),
+        "ingestion_log": Path("/h/data/ingestion_log.db"),
+        "features": Path("/h/data/features"),
+        "feast": Path("/h/data/feast"),
+        "audit_db": Path("/h/data/audit.db"),
+        "predictions": Path("/h/data/predictions"),
+        "mlruns": Path("/h/mlruns"),
+        "artifacts": Path("/h/mlruns/artifacts"),
+        "reports": Path("/h/reports"),
+    }
+    assert ws.tracking_uri == "sqlite:////h/mlruns/mlflow.db"
+    assert ws.tracking_db == Path("/h") / layout.TRACKING_DB
+
+
+def test_feature_store_yaml_keeps_feast_files_in_the_layouts_feast_folder() -> None:
+    text = (FEATURE_REPO / "feature_store.yaml").read_text()
+    feast_dir = f"${{{layout.HOME_ENV}}}/{layout.FEAST_DIR.as_posix()}/"
+    assert f"path: sqlite:///{feast_dir}registry.db" in text
+    assert f"path: {feast_dir}online.db" in text
 
 
 # --- API keys ----------------------------------------------------------------------------------

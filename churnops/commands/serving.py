@@ -10,6 +10,7 @@ from rich.table import Table
 
 from churnops.commands.common import HomeOption, console, fail, workspace
 from churnops.settings import Workspace
+from churnops.storage.layout import API_KEYS_FILE
 
 keys_app = typer.Typer(help="API keys for the feature contract's approved consumers (stored hashed).")
 
@@ -23,7 +24,7 @@ def keys_file(ws: Workspace) -> Path:
     Returns:
         The keys file's path.
     """
-    return ws.data / "serving" / "api_keys.json"
+    return ws.home / API_KEYS_FILE
 
 
 def serve(
