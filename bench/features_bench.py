@@ -46,8 +46,10 @@ for key, value in {
 
 from churnops.contracts.feature_contract import load_feature_contract  # noqa: E402
 from churnops.features import compute  # noqa: E402
-from churnops.features.build import build_features, to_us  # noqa: E402
-from churnops.ingestion.lake import partition_path  # noqa: E402
+from churnops.features.build import build_features  # noqa: E402
+from churnops.storage.duck import duckdb_connection  # noqa: E402
+from churnops.storage.lake import partition_path  # noqa: E402
+from churnops.storage.times import to_us  # noqa: E402
 
 CONTRACT = load_feature_contract()
 START = datetime(2026, 1, 1, tzinfo=UTC)
@@ -206,7 +208,7 @@ def bench_build(lake: Path, work: Path, until: datetime, runs: int) -> dict[str,
 
     def range_join() -> object:
         # The obvious alternative: the same targets through the per-snapshot range join.
-        with compute.connect() as con:
+        with duckdb_connection() as con:
             present = compute.register_sources(con, lake_dir=lake, contract=CONTRACT)
             con.execute(
                 "CREATE TEMP TABLE targets AS SELECT customer_id, "
@@ -259,7 +261,7 @@ def entity_rows(lake: Path, rows: int, until: datetime, seed: int = 1) -> pd.Dat
 def floor_query(lake: Path, entities: pd.DataFrame) -> pd.DataFrame:
     """The floor: every feature straight from the raw lake records at S = floor(T), in DuckDB."""
     g = compute.Layout.of(CONTRACT).grain_us
-    with compute.connect() as con:
+    with duckdb_connection() as con:
         present = compute.register_sources(con, lake_dir=lake, contract=CONTRACT)
         con.register("entity_rows", entities.assign(__row=np.arange(len(entities))))
         con.execute(

@@ -13,8 +13,9 @@ from pathlib import Path
 
 from churnops.config import FEATURE_STORE_YAML_ENV, Backends
 from churnops.feature_repo import FEATURE_REPO
+from churnops.storage import layout
+from churnops.storage.layout import HOME_ENV
 
-HOME_ENV = "CHURNOPS_HOME"
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 # Nothing in this project may try to reach the internet: MLflow, Feast and
@@ -43,39 +44,39 @@ class Workspace:
 
     @property
     def data(self) -> Path:
-        return self.home / "data"
+        return self.home / layout.DATA_DIR
 
     @property
     def landing(self) -> Path:
-        return self.data / "landing"
+        return self.home / layout.LANDING_DIR
 
     @property
     def lake(self) -> Path:
-        return self.data / "lake"
+        return self.home / layout.LAKE_DIR
 
     @property
     def quarantine(self) -> Path:
-        return self.data / "quarantine"
+        return self.home / layout.QUARANTINE_DIR
 
     @property
     def ingestion_log(self) -> Path:
-        return self.data / "ingestion_log.db"
+        return self.home / layout.INGESTION_LOG
 
     @property
     def features(self) -> Path:
-        return self.data / "features"
+        return self.home / layout.FEATURES_DIR
 
     @property
     def feast(self) -> Path:
-        return self.data / "feast"
+        return self.home / layout.FEAST_DIR
 
     @property
     def mlruns(self) -> Path:
-        return self.home / "mlruns"
+        return self.home / layout.MLRUNS_DIR
 
     @property
     def tracking_uri(self) -> str:
-        return self.backends.tracking_uri or f"sqlite:///{self.mlruns / 'mlflow.db'}"
+        return self.backends.tracking_uri or f"sqlite:///{self.home / layout.TRACKING_DB}"
 
     @property
     def tracking_db(self) -> Path | None:
@@ -87,7 +88,7 @@ class Workspace:
 
     @property
     def artifacts(self) -> Path:
-        return self.backends.artifact_root or self.mlruns / "artifacts"
+        return self.backends.artifact_root or self.home / layout.ARTIFACTS_DIR
 
     @property
     def feature_store_yaml(self) -> Path:
@@ -96,15 +97,15 @@ class Workspace:
 
     @property
     def reports(self) -> Path:
-        return self.home / "reports"
+        return self.home / layout.REPORTS_DIR
 
     @property
     def audit_db(self) -> Path:
-        return self.data / "audit.db"
+        return self.home / layout.AUDIT_DB
 
     @property
     def predictions(self) -> Path:
-        return self.data / "predictions"
+        return self.home / layout.PREDICTIONS_DIR
 
 
 def default_home() -> Path:

@@ -30,7 +30,9 @@ import pyarrow.compute as pc
 from churnops.contracts.feature_contract import FeatureContract
 from churnops.features import compute, table
 from churnops.features.compute import KEY_TS, Layout
-from churnops.ingestion.atomic import write_atomic
+from churnops.storage.atomic import write_atomic
+from churnops.storage.duck import duckdb_connection
+from churnops.storage.times import from_us, to_us
 
 STATE_FILE = "_build_state.json"
 _INFINITY_US = 2**62
@@ -57,19 +59,6 @@ class BuildReport:
     late_records: int
     partitions_written: int
     seconds: float
-
-
-def to_us(value: datetime) -> int:
-    """A datetime as microseconds since the epoch; a naive datetime is taken as UTC."""
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    delta = value - datetime(1970, 1, 1, tzinfo=UTC)
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
-
-
-def from_us(value: int) -> datetime:
-    """Microseconds since the epoch as an aware UTC datetime."""
-    return datetime(1970, 1, 1, tzinfo=UTC) + np.timedelta64(value, "us").item()
 
 
 def floor_to_grain(value: datetime, contract: FeatureContract) -> datetime:
@@ -274,7 +263,7 @@ def build_features(
     layout = Layout.of(contract)
     created_us = to_us(datetime.now(tz=UTC))
     until_us = (to_us(until or datetime.now(tz=UTC)) // layout.grain_us) * layout.grain_us
-    with compute.connect() as con:
+    with duckdb_connection() as con:
         present = compute.register_sources(con, lake_dir=lake_dir, contract=contract)
         if layout.entity_source not in present:
             raise ValueError(

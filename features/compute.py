@@ -29,17 +29,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from churnops.contracts.feature_contract import Feature, FeatureContract
-from churnops.ingestion.lake import list_partitions, source_glob
+from churnops.storage.lake import list_partitions, source_glob
+from churnops.storage.times import seconds_to_us
 
 DAY_US = 86_400_000_000
 WINDOW_AGGREGATIONS = ("count", "count_distinct_days", "sum", "mean")
 TARGETS = "targets"
 KEY_TS = "s_us"
-
-
-def us(td_seconds: float) -> int:
-    """Seconds to whole microseconds."""
-    return round(td_seconds * 1_000_000)
 
 
 def _q(identifier: str) -> str:
@@ -92,14 +88,14 @@ class Layout:
             entity_source=entity[0].source,
             entity_start=entity[0].column or "",
             timestamps=timestamps,
-            grain_us=us(contract.time.grain.total_seconds()),
+            grain_us=seconds_to_us(contract.time.grain.total_seconds()),
         )
 
 
 def window_us(feature: Feature) -> int:
     """A windowed feature's window in microseconds."""
     assert feature.window is not None
-    return us(feature.window.total_seconds())
+    return seconds_to_us(feature.window.total_seconds())
 
 
 def source_windows(contract: FeatureContract) -> dict[str, int]:
@@ -115,13 +111,6 @@ def result_schema(contract: FeatureContract) -> pa.Schema:
     """The schema `compute` returns: key, `s_us`, then the features in contract order."""
     fields = [pa.field(contract.entity.join_key, pa.string()), pa.field(KEY_TS, pa.int64())]
     return pa.schema(fields + [pa.field(f.name, f.types.arrow_type) for f in contract.features])
-
-
-def connect() -> duckdb.DuckDBPyConnection:
-    """A DuckDB connection in UTC (only used for reading timestamps back)."""
-    con = duckdb.connect()
-    con.execute("SET TimeZone = 'UTC'")
-    return con
 
 
 def lookbacks(contract: FeatureContract) -> dict[str, int | None]:

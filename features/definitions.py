@@ -17,13 +17,12 @@ from churnops.contracts.feature_contract import (
     FeatureContract,
     load_feature_contract,
 )
-from churnops.features.naming import FEAST_SUBDIR, FEATURES_SUBDIR, service_name, source_name, view_name
+from churnops.features.naming import service_name, source_name, view_name
 from churnops.features.table import CREATED_TIMESTAMP, EVENT_TIMESTAMP, SNAPSHOT_TS, table_glob
+from churnops.storage.layout import FEAST_DIR, FEATURES_DIR, HOME_ENV
 
 if TYPE_CHECKING:
     from feast import Entity, FeatureService, FeatureView, FileSource
-
-HOME_ENV = "CHURNOPS_HOME"
 
 
 @dataclass(frozen=True)
@@ -121,9 +120,9 @@ def build_definitions(*, contract: FeatureContract, features_dir: Path) -> Defin
 def _definitions_for(home: str) -> Definitions:
     # The SQLite registry and online store in feature_store.yaml live here; SQLite will not
     # create a missing folder, and `feast apply` on a fresh home must work.
-    Path(home).joinpath(*FEAST_SUBDIR).mkdir(parents=True, exist_ok=True)
+    (Path(home) / FEAST_DIR).mkdir(parents=True, exist_ok=True)
     contract = load_feature_contract(DEFAULT_FEATURE_CONTRACT)
-    return build_definitions(contract=contract, features_dir=Path(home).joinpath(*FEATURES_SUBDIR))
+    return build_definitions(contract=contract, features_dir=Path(home) / FEATURES_DIR)
 
 
 def repo_definitions() -> Definitions:

@@ -17,9 +17,11 @@ import pyarrow as pa
 
 from churnops.contracts.feature_contract import FeatureContract
 from churnops.features import compute, table
-from churnops.features.build import BuildReport, build_features, to_rows, to_us, write_snapshots
+from churnops.features.build import BuildReport, build_features, to_rows, write_snapshots
 from churnops.features.compute import KEY_TS, Layout
 from churnops.features.online import write_online
+from churnops.storage.duck import duckdb_connection
+from churnops.storage.times import to_us
 
 if TYPE_CHECKING:
     from feast import FeatureStore
@@ -83,7 +85,7 @@ def snapshot_rows_at(
         frame = table.read_table(features_dir=features_dir, contract=contract, start=at, end=at)
         return pa.Table.from_pandas(frame, schema=table.table_schema(contract), preserve_index=False)
     created_us = to_us(datetime.now(tz=UTC))
-    with compute.connect() as con:
+    with duckdb_connection() as con:
         present = compute.register_sources(con, lake_dir=lake_dir, contract=contract, snapshots_from_us=at_us)
         targets = con.execute(
             f'SELECT "{layout.key}", CAST({at_us} AS BIGINT) AS {KEY_TS} FROM entity '

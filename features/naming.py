@@ -5,10 +5,6 @@ from __future__ import annotations
 from churnops.contracts.durations import format_duration
 from churnops.contracts.feature_contract import FeatureContract
 
-# Home-relative folders; they mirror `churnops.settings.Workspace` and `feature_store.yaml`.
-FEATURES_SUBDIR = ("data", "features")
-FEAST_SUBDIR = ("data", "feast")
-
 
 def view_name(contract: FeatureContract) -> str:
     """The feature view: the set's name and its window, e.g. `customer_profile_30d`."""

@@ -7,7 +7,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import duckdb
 import numpy as np
 import pandas as pd
 
@@ -15,6 +14,7 @@ from churnops.contracts.feature_contract import FeatureContract, load_feature_co
 from churnops.features.online import read_online
 from churnops.features.table import EVENT_TIMESTAMP, SNAPSHOT_TS, list_partitions, table_glob
 from churnops.features.training_set import get_training_set
+from churnops.storage.duck import duckdb_connection
 
 if TYPE_CHECKING:
     from feast import FeatureStore
@@ -58,7 +58,7 @@ def _sample_customers(
     key = contract.entity.join_key
     if not list_partitions(features_dir, contract):
         return []
-    with duckdb.connect() as con:
+    with duckdb_connection() as con:
         ids = [
             r[0]
             for r in con.execute(

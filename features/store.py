@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from churnops.feature_repo import FEATURE_REPO
-from churnops.features.definitions import HOME_ENV, repo_definitions
-from churnops.features.naming import FEAST_SUBDIR
+from churnops.features.definitions import repo_definitions
+from churnops.storage.layout import FEAST_DIR, HOME_ENV
 
 if TYPE_CHECKING:
     from feast import FeatureStore
@@ -98,7 +98,7 @@ def open_store(*, home: Path, fs_yaml: Path | None = None) -> FeatureStore:
     """
     home = Path(home).expanduser().resolve()
     os.environ[HOME_ENV] = str(home)
-    home.joinpath(*FEAST_SUBDIR).mkdir(parents=True, exist_ok=True)
+    (home / FEAST_DIR).mkdir(parents=True, exist_ok=True)
     path = feature_store_yaml(fs_yaml)
     missing = unset_variables(path)
     if missing:

@@ -8,10 +8,9 @@ snapshots taken during that day; it is always rewritten whole and swapped in wit
 from __future__ import annotations
 
 import shutil
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 
-import duckdb
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -21,8 +20,10 @@ from churnops.contracts.feature_contract import (
     FeatureContract,
     load_feature_contract,
 )
-from churnops.ingestion.atomic import write_atomic
-from churnops.ingestion.lake import PARTITION_FILE, PARTITION_PREFIX, day_partitions
+from churnops.storage.atomic import write_atomic
+from churnops.storage.duck import duckdb_connection
+from churnops.storage.lake import PARTITION_FILE, PARTITION_PREFIX, day_partitions
+from churnops.storage.times import as_utc
 
 EVENT_TIMESTAMP = "event_timestamp"
 CREATED_TIMESTAMP = "created_timestamp"
@@ -101,11 +102,6 @@ def drop_table(features_dir: Path, contract: FeatureContract) -> None:
     shutil.rmtree(table_dir(features_dir, contract), ignore_errors=True)
 
 
-def _utc(value: datetime) -> datetime:
-    # A naive datetime is UTC, like every timestamp in this project.
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
 def read_table(
     *,
     features_dir: Path,
@@ -132,10 +128,9 @@ def read_table(
     key = contract.entity.join_key
     bounds = [(">=", start), ("<=", end)]
     where = [f"{SNAPSHOT_TS} {op} ?" for op, value in bounds if value is not None]
-    params = [_utc(value) for _, value in bounds if value is not None]
+    params = [as_utc(value) for _, value in bounds if value is not None]
     clause = f"WHERE {' AND '.join(where)}" if where else ""
-    with duckdb.connect() as con:
-        con.execute("SET TimeZone = 'UTC'")
+    with duckdb_connection() as con:
         result = con.execute(
             f"SELECT * FROM read_parquet(?, hive_partitioning = false) {clause} "
             f"ORDER BY {key}, {SNAPSHOT_TS}",
@@ -160,7 +155,7 @@ def read_latest(*, features_dir: Path, contract: FeatureContract | None = None) 
     if not list_partitions(features_dir, contract):
         return schema.empty_table().to_pandas()
     key = contract.entity.join_key
-    with duckdb.connect() as con:
+    with duckdb_connection() as con:
         result = con.execute(
             f"SELECT * FROM read_parquet(?, hive_partitioning = false) "
             f"QUALIFY row_number() OVER (PARTITION BY {key} ORDER BY {SNAPSHOT_TS} DESC) = 1 "

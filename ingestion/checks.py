@@ -33,8 +33,9 @@ from churnops.contracts.source_contract import (
     UniqueCheck,
     load_source_contracts,
 )
-from churnops.ingestion.atomic import write_atomic
-from churnops.ingestion.lake import list_partitions, source_dir, source_glob
+from churnops.storage.atomic import write_atomic
+from churnops.storage.duck import duckdb_connection
+from churnops.storage.lake import list_partitions, source_dir, source_glob
 
 LOAD_STATE_FILE = "_load_state.json"
 
@@ -92,19 +93,6 @@ class ContractCheckReport:
     def to_dict(self) -> dict[str, Any]:
         """The report as plain JSON-ready values."""
         return {"passed": self.passed, "results": [r.to_dict() for r in self.results]}
-
-
-def duckdb_connection() -> duckdb.DuckDBPyConnection:
-    """An in-memory DuckDB connection in UTC, without the progress bar a CLI would print.
-
-    Returns:
-        The connection; close it when done.
-    """
-    con = duckdb.connect()
-    con.execute("SET enable_progress_bar = false")
-    # Naive timestamps are UTC by contract, whatever the machine's zone.
-    con.execute("SET TimeZone = 'UTC'")
-    return con
 
 
 def _q(name: str) -> str:

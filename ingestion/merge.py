@@ -17,10 +17,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from churnops.contracts.source_contract import SourceContract
-from churnops.ingestion.checks import duckdb_connection
-from churnops.ingestion.lake import list_partitions, read_partition, write_partition, write_partition_table
 from churnops.ingestion.rows import ROW_POSITION, sql_glob
-from churnops.ingestion.validate import epoch_micros, lake_schema, to_lake_frame
+from churnops.ingestion.validate import lake_schema, to_lake_frame
+from churnops.storage.duck import duckdb_connection
+from churnops.storage.lake import list_partitions, read_partition, write_partition, write_partition_table
+from churnops.storage.times import epoch_micros
 
 
 @dataclass(frozen=True)

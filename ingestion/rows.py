@@ -17,16 +17,16 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from churnops.contracts.source_contract import SourceContract
-from churnops.ingestion.atomic import write_atomic
 from churnops.ingestion.batch import Quarantined
-from churnops.ingestion.checks import duckdb_connection
-from churnops.ingestion.lake import list_partitions, source_glob
 from churnops.ingestion.validate import (
     future_violations,
     parse_batch,
     quarantine_frame,
     reference_violations,
 )
+from churnops.storage.atomic import write_atomic
+from churnops.storage.duck import duckdb_connection
+from churnops.storage.lake import list_partitions, source_glob
 
 ROW_POSITION = "_row_position"
 

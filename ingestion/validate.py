@@ -27,7 +27,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from churnops.contracts.source_contract import Column, SourceContract
-from churnops.ingestion.checks import duckdb_connection
+from churnops.storage.duck import duckdb_connection
+from churnops.storage.times import epoch_micros
 
 RULE_ORDER: tuple[str, ...] = (
     "missing_column",
@@ -310,14 +311,6 @@ def _type_bool(
     ok = is_true | is_false
     findings.add(~missing & ~ok, column, "type", _TYPE_EXPECTED["bool"])
     return pa.array(is_true, mask=~ok)
-
-
-def epoch_micros(values: pa.ChunkedArray) -> np.ndarray:
-    """Microseconds since the epoch as float (NaN for null), from a timestamp or date column."""
-    if pa.types.is_date32(values.type):
-        days = values.cast(pa.int32()).to_numpy(zero_copy_only=False)
-        return days.astype("float64") * 86_400_000_000
-    return values.cast(pa.int64()).to_numpy(zero_copy_only=False).astype("float64")
 
 
 def future_violations(

@@ -35,7 +35,7 @@ from typing import Any, Literal
 import pandas as pd
 
 from churnops.contracts.feature_contract import FeatureContract
-from churnops.ingestion.atomic import write_atomic
+from churnops.storage.atomic import write_atomic
 
 Status = Literal["ok", "warn", "block"]
 Kind = Literal["numeric", "categorical"]

@@ -59,8 +59,8 @@ def current_features(
         InputProblem: When no feature table was built.
     """
     from churnops.features.table import read_latest
-    from churnops.ingestion.lake import read_source
     from churnops.monitoring.drift import select_active
+    from churnops.storage.lake import read_source
 
     latest = read_latest(features_dir=features_dir, contract=contract)
     if latest.empty:

@@ -30,7 +30,7 @@ from typing import Any, Literal
 import pandas as pd
 
 from churnops.contracts.feature_contract import FeatureContract
-from churnops.ingestion.atomic import write_atomic
+from churnops.storage.atomic import write_atomic
 
 Outcome = Literal["pass", "fail", "flag", "skip"]
 

@@ -5,7 +5,6 @@ Modules:
     features: `OnlineFeatureReader`, online reads with the contract's defaults and freshness rules.
     models: `ModelWatcher`, loads `@champion` / `@challenger` and swaps them when the aliases move.
     prediction_log: `PredictionLog`, the append-only log written off the request path.
-    keys: hashed API keys for the contract's approved consumers.
     metrics: `ServingMetrics`, the Prometheus registry, and the middleware timing every request.
     app: `create_app`, the FastAPI application: start-up, shutdown and the wiring of the parts below.
     schemas: the request and response bodies (the OpenAPI schemas).

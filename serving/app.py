@@ -20,7 +20,6 @@ from churnops.serving import routers
 from churnops.serving.batcher import MicroBatcher
 from churnops.serving.errors import install_exception_handlers
 from churnops.serving.features import OnlineFeatureReader, probe_frame
-from churnops.serving.keys import load_key_hashes
 from churnops.serving.metrics import MetricsMiddleware, ServingMetrics
 from churnops.serving.models import ModelSet, ModelWatcher
 from churnops.serving.prediction_log import PredictionLog
@@ -28,6 +27,7 @@ from churnops.serving.schemas import ErrorBody
 from churnops.serving.scorer import Scorer
 from churnops.serving.settings import ServingSettings
 from churnops.serving.state import Runtime, ServiceState
+from churnops.storage.keys import load_key_hashes
 
 if TYPE_CHECKING:
     from feast import FeatureStore

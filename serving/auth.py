@@ -8,8 +8,8 @@ from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader
 
 from churnops.serving.errors import ServiceError
-from churnops.serving.keys import hash_key
 from churnops.serving.state import service_state
+from churnops.storage.keys import hash_key
 
 API_KEY_HEADER = "X-API-Key"
 # Module level: FastAPI resolves the (string) annotations of dependencies in this module.

@@ -15,13 +15,14 @@ training (where Feast's point-in-time join does apply the TTL):
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pandas as pd
 
 from churnops.contracts.feature_contract import FeatureContract
+from churnops.storage.times import parse_utc
 
 if TYPE_CHECKING:
     from feast import FeatureStore
@@ -53,32 +54,6 @@ class OnlineFeatures:
     columns: dict[str, list[Any]]
     statuses: list[FeatureStatus]
     snapshot_ts: list[datetime | None]
-
-
-def to_utc(value: Any) -> datetime | None:
-    """Read a snapshot timestamp as Feast returns it (datetime, pandas Timestamp, epoch, ISO text).
-
-    Args:
-        value: The raw `snapshot_ts` value of one online row.
-
-    Returns:
-        A timezone-aware UTC datetime, or None when the value is missing.
-
-    Raises:
-        ValueError: When the value is of a type no online store returns for a timestamp.
-    """
-    if value is None or (isinstance(value, float) and value != value):
-        return None
-    if isinstance(value, pd.Timestamp):
-        value = value.to_pydatetime()
-    if isinstance(value, str):
-        value = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    if isinstance(value, int | float):
-        return datetime.fromtimestamp(value, tz=UTC)
-    if isinstance(value, datetime):
-        # Feast's SQLite store may hand back naive datetimes; they are UTC by contract.
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-    raise ValueError(f"snapshot_ts value {value!r} ({type(value).__name__}) is not a timestamp")
 
 
 class OnlineFeatureReader:
@@ -143,7 +118,7 @@ class OnlineFeatureReader:
         statuses: list[FeatureStatus] = []
         snapshots: list[datetime | None] = []
         for i in range(len(customer_ids)):
-            snapshot = to_utc(raw[SNAPSHOT_COLUMN][i])
+            snapshot = parse_utc(raw[SNAPSHOT_COLUMN][i])
             snapshots.append(snapshot)
             age = None if snapshot is None else now - snapshot
             expired = age is None or age > self._ttl

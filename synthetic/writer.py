@@ -9,7 +9,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from churnops.ingestion.atomic import write_atomic
+from churnops.storage.atomic import write_atomic
 from churnops.synthetic.text import to_csv_table
 
 MANIFEST_NAME = "_manifest.json"

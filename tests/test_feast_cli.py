@@ -19,7 +19,7 @@ from churnops.features.store import FEATURE_REPO, open_store
 from churnops.features.table import read_latest
 from churnops.features.training_set import get_training_set
 from churnops.ingestion.ingest import ingest
-from churnops.ingestion.lake import read_source
+from churnops.storage.lake import read_source
 from churnops.synthetic.generate import generate
 
 START = datetime(2026, 1, 1, tzinfo=UTC)

@@ -13,8 +13,10 @@ import pytest
 from test_features_lake import CONTRACT, START, add_to_lake, oracle, random_records, typed, write_lake
 
 from churnops.features import compute
-from churnops.features.build import build_features, from_us, to_us
+from churnops.features.build import build_features
 from churnops.features.table import list_partitions, partition_path, read_latest, read_table
+from churnops.storage.duck import duckdb_connection
+from churnops.storage.times import from_us, to_us
 
 DAYS = 45
 UNTIL = START + timedelta(days=DAYS)
@@ -75,7 +77,7 @@ def test_the_exact_plan_equals_the_oracle_off_the_grid(
         if t.date() > c["signup_date"]:
             ids.append(c["customer_id"])
             times.append(to_us(t))
-    with compute.connect() as con:
+    with duckdb_connection() as con:
         present = compute.register_sources(con, lake_dir=lake_dir, contract=CONTRACT)
         out = compute.compute(
             con,

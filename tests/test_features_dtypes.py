@@ -15,9 +15,10 @@ import pytest
 from test_features_lake import CONTRACT, START, random_records, write_lake
 
 from churnops.features import compute
-from churnops.features.build import build_features, to_us
+from churnops.features.build import build_features
 from churnops.features.definitions import build_definitions
 from churnops.features.table import list_partitions, partition_path, read_table
+from churnops.storage.times import to_us
 from churnops.training.models import model_input
 
 DAYS = 12

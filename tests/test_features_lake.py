@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from churnops.contracts.feature_contract import FeatureContract, load_feature_contract
-from churnops.ingestion.lake import partition_days, write_partition
+from churnops.storage.lake import partition_days, write_partition
 
 START = datetime(2026, 3, 1, tzinfo=UTC)
 CONTRACT = load_feature_contract()

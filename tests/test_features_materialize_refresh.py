@@ -18,6 +18,7 @@ from test_features_lake import CONTRACT, START, oracle, random_records, typed, w
 from churnops.features import compute
 from churnops.features.materialize import snapshot_rows_at
 from churnops.features.table import read_table
+from churnops.storage.duck import duckdb_connection
 
 DAY_US = 86_400_000_000
 AT = START + timedelta(days=130, hours=7, minutes=13, seconds=9)
@@ -151,7 +152,7 @@ def test_the_range_join_plan_gives_the_same_bits(tmp_path: Path, refreshed: tupl
     ids = rows["customer_id"].tolist()
     # A second time makes the targets use `exact_sql` instead of the single-time plan.
     targets = pa.table({"customer_id": [*ids, ids[0]], "s_us": [at_us] * len(ids) + [at_us + 1]})
-    with compute.connect() as con:
+    with duckdb_connection() as con:
         present = compute.register_sources(con, lake_dir=tmp_path / "lake", contract=CONTRACT)
         both = compute.compute(con, contract=CONTRACT, present=present, targets=targets).to_pandas()
     exact = both[both["s_us"] == at_us].reset_index(drop=True)

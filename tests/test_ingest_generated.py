@@ -16,8 +16,8 @@ from typer.testing import CliRunner
 from churnops.cli import app
 from churnops.contracts.feature_contract import load_feature_contract
 from churnops.contracts.source_contract import load_source_contracts
-from churnops.ingestion.lake import read_source
 from churnops.ingestion.log import read_log
+from churnops.storage.lake import read_source
 
 RULE_OF_KIND = {
     "null_key": "null_key",

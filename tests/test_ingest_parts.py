@@ -23,11 +23,11 @@ from churnops.ingestion.batch import (
 )
 from churnops.ingestion.batch_checks import decide_mode, quarantine_rate_check, schema_check
 from churnops.ingestion.checks import CheckResult
-from churnops.ingestion.lake import list_partitions, read_source
 from churnops.ingestion.log import _COLUMNS, find_ingested, read_log
 from churnops.ingestion.merge import count_late, dedup, merge_into_lake
 from churnops.ingestion.rows import ROW_POSITION, screen_rows, write_quarantine
 from churnops.ingestion.validate import empty_violations
+from churnops.storage.lake import list_partitions, read_source
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 CONTRACTS = load_source_contracts()

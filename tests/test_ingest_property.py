@@ -18,8 +18,8 @@ from hypothesis import strategies as st
 
 from churnops.contracts.source_contract import load_source_contract
 from churnops.ingestion.ingest import IngestError, ingest
-from churnops.ingestion.lake import read_source
 from churnops.ingestion.validate import lake_schema
+from churnops.storage.lake import read_source
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 TICKETS = load_source_contract("support_tickets")

@@ -16,7 +16,7 @@ import yaml
 from churnops.contracts.source_contract import SOURCES_DIR, SourceContract, load_source_contracts
 from churnops.ingestion.checks import check_lake
 from churnops.ingestion.ingest import IngestReport, ingest
-from churnops.ingestion.lake import list_partitions, partition_path, read_source
+from churnops.storage.lake import list_partitions, partition_path, read_source
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 CONTRACTS = load_source_contracts()

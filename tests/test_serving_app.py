@@ -27,9 +27,9 @@ from threadpoolctl import threadpool_limits
 from churnops.contracts.feature_contract import load_feature_contract
 from churnops.features.store import apply
 from churnops.serving.app import create_app
-from churnops.serving.keys import create_key
 from churnops.serving.settings import ServingSettings
 from churnops.settings import Workspace
+from churnops.storage.keys import create_key
 from churnops.training.models import build_gradient_boosting, build_logistic_regression
 from churnops.training.tracking import trusted_types
 

@@ -13,12 +13,12 @@ from fastapi import Request
 
 from churnops.serving.auth import authorize
 from churnops.serving.errors import ServiceError
-from churnops.serving.keys import hash_key
 from churnops.serving.metrics import ServingMetrics
 from churnops.serving.models import NO_CHAMPION_HINT, LoadedModel, ModelSet
 from churnops.serving.routers import model_check, online_store_check, ready, request_id
 from churnops.serving.settings import ServingSettings
 from churnops.serving.state import ServiceState
+from churnops.storage.keys import hash_key
 
 
 def _request(*, state: ServiceState | None = None, headers: dict[str, str] | None = None) -> Request:

@@ -1,10 +1,8 @@
-"""Serving pieces that need no server: settings, timestamps, API keys, the log queue, the CLI."""
+"""Serving pieces that need no server: settings, the log queue, the CLI."""
 
 from __future__ import annotations
 
-import json
-import stat
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
@@ -13,13 +11,10 @@ from pydantic import ValidationError
 from typer.testing import CliRunner
 
 from churnops.cli import app as cli
-from churnops.serving.features import to_utc
-from churnops.serving.keys import KEY_PREFIX, create_key, hash_key, load_key_hashes
 from churnops.serving.models import LoadedModel
 from churnops.serving.prediction_log import LogEntry, PredictionLog
 from churnops.serving.settings import ServingSettings
-
-APPROVED = ["churn-model", "cs-analytics-dashboard"]
+from churnops.storage.keys import KEY_PREFIX, hash_key, load_key_hashes
 
 
 def test_risk_bands_cut_at_the_settings(tmp_path: Path) -> None:
@@ -46,47 +41,6 @@ def test_risk_bands_cut_at_the_settings(tmp_path: Path) -> None:
 def test_settings_refuse_inconsistent_values(tmp_path: Path, overrides: dict, message: str) -> None:
     with pytest.raises(ValidationError, match=message.replace("(", r"\(").replace(")", r"\)")):
         ServingSettings(predictions_dir=tmp_path, **overrides)
-
-
-def test_snapshot_timestamps_are_read_as_utc() -> None:
-    want = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
-    assert to_utc(datetime(2026, 11, 21, 12, 0)) == want
-    assert to_utc(datetime(2026, 11, 21, 13, 0, tzinfo=timezone(timedelta(hours=1)))) == want
-    assert to_utc(pd.Timestamp("2026-11-21T12:00:00Z")) == want
-    assert to_utc("2026-11-21T12:00:00Z") == want
-    assert to_utc(int(want.timestamp())) == want
-    assert to_utc(None) is None
-    assert to_utc(float("nan")) is None
-    with pytest.raises(ValueError, match="is not a timestamp"):
-        to_utc(b"2026")
-
-
-def test_keys_are_stored_only_as_hashes(tmp_path: Path) -> None:
-    keys_file = tmp_path / "serving" / "api_keys.json"
-    first = create_key(keys_file=keys_file, consumer="churn-model", approved_consumers=APPROVED)
-    second = create_key(keys_file=keys_file, consumer="cs-analytics-dashboard", approved_consumers=APPROVED)
-    assert first.startswith(KEY_PREFIX) and second.startswith(KEY_PREFIX) and first != second
-    text = keys_file.read_text()
-    assert first not in text and second not in text
-    assert load_key_hashes(keys_file=keys_file) == {
-        hash_key(first): "churn-model",
-        hash_key(second): "cs-analytics-dashboard",
-    }
-    assert stat.S_IMODE(keys_file.stat().st_mode) == 0o600
-    assert [p.name for p in keys_file.parent.iterdir()] == ["api_keys.json"]
-
-
-def test_keys_only_for_approved_consumers_and_valid_files(tmp_path: Path) -> None:
-    keys_file = tmp_path / "keys.json"
-    with pytest.raises(ValueError, match="consumer 'intruder' is not approved"):
-        create_key(keys_file=keys_file, consumer="intruder", approved_consumers=APPROVED)
-    assert not keys_file.exists()
-    assert load_key_hashes(keys_file=keys_file) == {}
-    keys_file.write_text(json.dumps({"keys": [{"consumer": "x"}]}))
-    with pytest.raises(
-        ValueError, match=r"keys.json is not valid \(each entry needs 'consumer' and 'sha256'\)"
-    ):
-        load_key_hashes(keys_file=keys_file)
 
 
 class _NeverScored:

@@ -56,7 +56,7 @@ def test_cli_prints_split_metrics_and_the_registered_version(home: Home) -> None
 
 
 def test_training_rows_are_point_in_time_feast_rows_with_lake_labels(home: Home, tmp_path: Path) -> None:
-    from churnops.ingestion.lake import read_source
+    from churnops.storage.lake import read_source
 
     client = MlflowClient(home.ws.tracking_uri)
     local = Path(client.download_artifacts(home.run_id, "datasets", str(tmp_path)))

@@ -25,6 +25,7 @@ STAGE_FOLDERS = {
     "churnops": "churnops",
     "contracts": "churnops.contracts",
     "synthetic": "churnops.synthetic",
+    "storage": "churnops.storage",
     "ingestion": "churnops.ingestion",
     "features": "churnops.features",
     "training": "churnops.training",

@@ -13,6 +13,7 @@ from datetime import timedelta
 import numpy as np
 import pandas as pd
 
+from churnops.storage.times import series_to_us, timestamp_utc, to_us
 from churnops.training.names import LABEL_COLUMN
 
 HORIZON = timedelta(days=30)
@@ -23,7 +24,6 @@ ENTITY_COLUMN = "customer_id"
 TIME_COLUMN = "event_timestamp"
 
 _US = np.int64(1)  # one microsecond, the resolution of every timestamp in the lake
-_EPOCH = pd.Timestamp(0, tz="UTC")
 
 
 def _require_columns(frame: pd.DataFrame, columns: list[str], what: str) -> None:
@@ -39,17 +39,6 @@ def _require_no_nulls(frame: pd.DataFrame, column: str, what: str) -> None:
             f"{what}: column {column!r} is null in {len(nulls)} row(s), first at row {int(nulls[0])}; "
             "every row needs a value (ingest through the contracts, which quarantine such rows)"
         )
-
-
-def _to_utc_micros(values: pd.Series) -> np.ndarray:
-    stamps = pd.to_datetime(values, utc=True)
-    return stamps.dt.tz_localize(None).astype("datetime64[us]").to_numpy().view("int64")
-
-
-def _utc_micros(stamp: pd.Timestamp) -> np.int64:
-    stamp = pd.Timestamp(stamp)
-    stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
-    return np.int64((stamp - _EPOCH) // pd.Timedelta(microseconds=1))
 
 
 def first_churn_dates(*, churn_labels: pd.DataFrame) -> pd.Series:
@@ -122,16 +111,16 @@ def observation_times(
     churn_at = ids.map(first_churn_dates(churn_labels=churn_labels))
     never_churned = churn_at.isna().to_numpy()
     # A customer who never churned is bounded by data_end alone; the fill keeps the arithmetic finite.
-    churn_us = _to_utc_micros(churn_at.fillna(pd.Timestamp(data_end)))
+    churn_us = series_to_us(churn_at.fillna(pd.Timestamp(data_end)))
 
     step = np.int64(every // timedelta(microseconds=1))
-    first = _to_utc_micros(customers["signup_date"]) + np.int64(first_after // timedelta(microseconds=1))
+    first = series_to_us(customers["signup_date"]) + np.int64(first_after // timedelta(microseconds=1))
     # The last admissible time: label window complete, and strictly before the churn date.
-    last = np.full(len(ids), _utc_micros(data_end) - np.int64(horizon // timedelta(microseconds=1)))
+    last = np.full(len(ids), to_us(timestamp_utc(data_end)) - np.int64(horizon // timedelta(microseconds=1)))
     last = np.where(never_churned, last, np.minimum(last, churn_us - _US))
     k_start = np.zeros(len(ids), dtype=np.int64)
     if observe_from is not None:
-        lag = _utc_micros(observe_from) - first
+        lag = to_us(timestamp_utc(observe_from)) - first
         k_start = np.where(lag > 0, -(-lag // step), 0)  # ceiling division
     k_end = np.where(last >= first, (last - first) // step, -1)
     counts = np.clip(k_end - k_start + 1, 0, None)

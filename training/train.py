@@ -34,6 +34,7 @@ from mlflow.models import infer_signature
 from mlflow.models.model import ModelInfo
 
 from churnops.contracts.feature_contract import FeatureContract, load_feature_contract
+from churnops.storage.times import timestamp_utc
 from churnops.training.fit import CONSTANT, FitResult, fit_candidates
 from churnops.training.labels import (
     ENTITY_COLUMN,
@@ -510,12 +511,6 @@ def run_training(
     )
 
 
-def _utc(value: object) -> pd.Timestamp:
-    stamp = pd.Timestamp(value)
-    # The lake stores UTC instants; a naive value read back is UTC as well.
-    return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
-
-
 def observed_window(*, lake_dir: Path) -> tuple[pd.Timestamp, pd.Timestamp]:
     """When the lake's history starts and ends.
 
@@ -533,15 +528,13 @@ def observed_window(*, lake_dir: Path) -> tuple[pd.Timestamp, pd.Timestamp]:
     Raises:
         ValueError: When the lake holds no activity.
     """
-    import duckdb
-
-    from churnops.ingestion.lake import list_partitions, source_glob
+    from churnops.storage.duck import duckdb_connection
+    from churnops.storage.lake import list_partitions, source_glob
 
     starts: list[pd.Timestamp] = []
     ends: list[pd.Timestamp] = []
     columns = {**_ACTIVITY_TIMESTAMPS, "churn_labels": "churn_date"}
-    with duckdb.connect() as con:
-        con.execute("SET TimeZone = 'UTC'")
+    with duckdb_connection() as con:
         for source, column in columns.items():
             if not list_partitions(lake_dir, source):
                 continue
@@ -551,8 +544,8 @@ def observed_window(*, lake_dir: Path) -> tuple[pd.Timestamp, pd.Timestamp]:
             if low is None:
                 continue
             if source in _ACTIVITY_TIMESTAMPS:
-                starts.append(_utc(low))
-            ends.append(_utc(high))
+                starts.append(timestamp_utc(low))
+            ends.append(timestamp_utc(high))
     if not starts:
         raise ValueError(
             f"the lake at {lake_dir} holds no usage, billing or support rows: ingest the sources first"
@@ -572,7 +565,7 @@ def read_label_sources(*, lake_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     Raises:
         ValueError: When the lake has no customers.
     """
-    from churnops.ingestion.lake import read_source
+    from churnops.storage.lake import read_source
 
     customers = read_source(lake_dir, "customers")
     if customers.empty:

@@ -10,6 +10,7 @@ from rich.table import Table
 
 from churnops.commands.common import HomeOption, console, fail, workspace
 from churnops.settings import Workspace
+from churnops.storage.layout import API_KEYS_FILE
 
 keys_app = typer.Typer(help="API keys for the feature contract's approved consumers (stored hashed).")
 
@@ -23,7 +24,7 @@ def keys_file(ws: Workspace) -> Path:
     Returns:
         The keys file's path.
     """
-    return ws.data / "serving" / "api_keys.json"
+    return ws.home / API_KEYS_FILE
 
 
 def serve(
@@ -68,7 +69,7 @@ def serve(
     except ValidationError as exc:
         raise fail(f"invalid serving settings: {exc}") from exc
     if require_keys:
-        from churnops.serving.keys import load_key_hashes
+        from churnops.storage.keys import load_key_hashes
 
         try:
             hashes = load_key_hashes(keys_file=settings.keys_file)  # type: ignore[arg-type]
@@ -110,7 +111,7 @@ def create_key_command(
     """Create an API key for an approved consumer; the key is printed once and stored only hashed."""
     ws = workspace(home)
     from churnops.contracts.feature_contract import load_feature_contract
-    from churnops.serving.keys import create_key
+    from churnops.storage.keys import create_key
 
     contract = load_feature_contract()
     path = keys_file(ws)
@@ -128,7 +129,7 @@ def create_key_command(
 def list_keys_command(home: HomeOption = None) -> None:
     """List the consumers holding API keys (hashes only)."""
     ws = workspace(home)
-    from churnops.serving.keys import load_key_hashes
+    from churnops.storage.keys import load_key_hashes
 
     path = keys_file(ws)
     try:

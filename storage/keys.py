@@ -13,7 +13,7 @@ import secrets
 from datetime import UTC, datetime
 from pathlib import Path
 
-from churnops.ingestion.atomic import write_atomic
+from churnops.storage.atomic import write_atomic
 
 KEY_PREFIX = "chk_"
 

@@ -13,7 +13,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from churnops.ingestion.atomic import write_atomic
+from churnops.storage.atomic import write_atomic
 
 PARTITION_PREFIX = "date="
 PARTITION_FILE = "data.parquet"

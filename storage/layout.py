@@ -1,0 +1,31 @@
+"""The layout of a churnops home: every file a run writes lives under one folder.
+
+The paths are relative to the home. `churnops.settings.Workspace` joins them to a resolved home
+for the command line; the features stage joins them to `$CHURNOPS_HOME` when Feast loads
+`feature_repo/` on its own. `feature_repo/feature_store.yaml` spells the Feast folder out again
+(`${CHURNOPS_HOME}/data/feast/...`), since Feast reads YAML and not Python; a test keeps the two
+in step.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+HOME_ENV = "CHURNOPS_HOME"
+
+DATA_DIR = Path("data")
+LANDING_DIR = DATA_DIR / "landing"
+LAKE_DIR = DATA_DIR / "lake"
+QUARANTINE_DIR = DATA_DIR / "quarantine"
+INGESTION_LOG = DATA_DIR / "ingestion_log.db"
+FEATURES_DIR = DATA_DIR / "features"
+FEAST_DIR = DATA_DIR / "feast"
+AUDIT_DB = DATA_DIR / "audit.db"
+PREDICTIONS_DIR = DATA_DIR / "predictions"
+API_KEYS_FILE = DATA_DIR / "serving" / "api_keys.json"
+
+MLRUNS_DIR = Path("mlruns")
+TRACKING_DB = MLRUNS_DIR / "mlflow.db"
+ARTIFACTS_DIR = MLRUNS_DIR / "artifacts"
+
+REPORTS_DIR = Path("reports")
