@@ -18,6 +18,7 @@ from churnops.features import compute
 from churnops.features.build import build_features
 from churnops.features.definitions import build_definitions
 from churnops.features.table import list_partitions, partition_path, read_table
+from churnops.storage.duck import duckdb_connection
 from churnops.storage.times import to_us
 from churnops.training.models import model_input
 
@@ -45,7 +46,7 @@ def test_the_parquet_schema_has_the_tables_arrow_types(built: tuple[Path, Path])
 def test_every_sql_plan_casts_to_the_tables_sql_types(built: tuple[Path, Path], plan: str) -> None:
     lake_dir, _ = built
     at = to_us(UNTIL) if plan == "grid" else to_us(UNTIL) - 3_600_000_000
-    with compute.connect() as con:
+    with duckdb_connection() as con:
         present = compute.register_sources(con, lake_dir=lake_dir, contract=CONTRACT)
         con.register("t", pa.table({"customer_id": ["c"], compute.KEY_TS: pa.array([at], pa.int64())}))
         con.execute(f"CREATE TEMP TABLE {compute.TARGETS} AS SELECT * FROM t")
