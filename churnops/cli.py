@@ -9,11 +9,27 @@ from __future__ import annotations
 import logging
 import warnings
 
+import click
 import typer
+from typer.core import TyperGroup
 
 from churnops.commands import data, demo, features, ingest, monitoring, serving, training
+from churnops.commands.common import fail
+from churnops.errors import ChurnopsError
+
+
+class _Commands(TyperGroup):
+    """The command group: any `ChurnopsError` a command lets through ends it with one paragraph."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except ChurnopsError as exc:
+            raise fail(" ".join(str(exc).split()), code=exc.exit_code) from exc
+
 
 app = typer.Typer(
+    cls=_Commands,
     name="churnops",
     help="Feature-store-centric MLOps for customer churn: contracts, Feast features, MLflow models, "
     "drift-gated promotion and online serving.",

@@ -20,16 +20,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from churnops.errors import ChurnopsError
+from churnops.storage.layout import FEATURE_STORE_YAML_ENV
+
 TRACKING_URI_ENV = "CHURNOPS_TRACKING_URI"
 ARTIFACT_ROOT_ENV = "CHURNOPS_ARTIFACT_ROOT"
-# Mirrors features.store.FEATURE_STORE_YAML_ENV: importing the features stage here would
-# slow down every `churnops --help`.
-FEATURE_STORE_YAML_ENV = "CHURNOPS_FEATURE_STORE_YAML"
 
 TRACKING_EXAMPLE = "postgresql+psycopg://postgres@127.0.0.1:5432/mlflow"
 
 
-class ConfigError(ValueError):
+class ConfigError(ChurnopsError, ValueError):
     """A backend variable holds a value churnops cannot use."""
 
 

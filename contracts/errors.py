@@ -8,10 +8,12 @@ from typing import TypeVar
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from churnops.errors import ChurnopsError
+
 Model = TypeVar("Model", bound=BaseModel)
 
 
-class ContractError(ValueError):
+class ContractError(ChurnopsError, ValueError):
     """A contract file is missing, unreadable or does not match its schema."""
 
 

@@ -17,13 +17,12 @@ import yaml
 
 from churnops.feature_repo import FEATURE_REPO
 from churnops.features.definitions import repo_definitions
-from churnops.storage.layout import FEAST_DIR, HOME_ENV
+from churnops.storage.layout import FEAST_DIR, FEATURE_STORE_YAML_ENV, HOME_ENV
 
 if TYPE_CHECKING:
     from feast import FeatureStore
 
 DEFAULT_FEATURE_STORE_YAML = FEATURE_REPO / "feature_store.yaml"
-FEATURE_STORE_YAML_ENV = "CHURNOPS_FEATURE_STORE_YAML"
 
 # What os.path.expandvars (Feast's expansion) replaces: $NAME and ${NAME}.
 _VARIABLE = re.compile(r"\$(?:\{(\w+)\}|(\w+))")

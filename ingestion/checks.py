@@ -33,6 +33,7 @@ from churnops.contracts.source_contract import (
     UniqueCheck,
     load_source_contracts,
 )
+from churnops.ingestion.readers import IngestError
 from churnops.storage.atomic import write_atomic
 from churnops.storage.duck import duckdb_connection
 from churnops.storage.lake import list_partitions, source_dir, source_glob
@@ -409,11 +410,11 @@ def check_lake(
         gets skipped results (an empty source is valid).
 
     Raises:
-        ValueError: When `source` is not one of the contracts' sources.
+        IngestError: When `source` is not one of the contracts' sources.
     """
     contracts = contracts if contracts is not None else load_source_contracts()
     if source is not None and source not in contracts:
-        raise ValueError(f"unknown source {source!r}: expected one of {', '.join(contracts)}")
+        raise IngestError(f"unknown source {source!r}: expected one of {', '.join(contracts)}")
     now = (now or datetime.now(UTC)).astimezone(UTC)
     results: list[CheckResult] = []
     con = duckdb_connection()

@@ -18,6 +18,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from churnops.contracts.source_contract import SourceContract
+from churnops.errors import ChurnopsError
 
 EXTENSIONS: tuple[str, ...] = (".csv", ".parquet")
 _SNIFF_BYTES = 64 * 1024
@@ -25,7 +26,7 @@ _PARQUET_MAGIC = b"PAR1"
 _OTHER_DELIMITERS = (";", "\t", "|")
 
 
-class IngestError(ValueError):
+class IngestError(ChurnopsError, ValueError):
     """A landing file (or folder) that cannot be read as a delivery of its source."""
 
 

@@ -35,6 +35,7 @@ from typing import Any, Literal
 import pandas as pd
 
 from churnops.contracts.feature_contract import FeatureContract
+from churnops.errors import ChurnopsError
 from churnops.storage.atomic import write_atomic
 
 Status = Literal["ok", "warn", "block"]
@@ -45,7 +46,7 @@ _SEVERITY: dict[str, int] = {"ok": 0, "warn": 1, "block": 2}
 _GRADE: dict[str, Status] = {"WARNING": "warn", "FAIL": "block"}
 
 
-class DriftInputError(ValueError):
+class DriftInputError(ChurnopsError, ValueError):
     """The reference or current frame cannot be compared (missing column, no rows, wrong type)."""
 
 

@@ -29,6 +29,7 @@ from typing import Any, Protocol
 
 import pandas as pd
 
+from churnops.errors import ChurnopsError
 from churnops.monitoring.audit import AuditCheck, AuditRecord
 from churnops.monitoring.drift import DriftResult
 from churnops.monitoring.quality import QualityReport
@@ -37,7 +38,7 @@ from churnops.training.names import CHAMPION, LABEL_COLUMN
 MOVES_CHAMPION = ("promoted", "forced")
 
 
-class GateError(RuntimeError):
+class GateError(ChurnopsError, RuntimeError):
     """The gate cannot run (no challenger, a missing artifact, an unusable request)."""
 
 

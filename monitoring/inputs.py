@@ -9,13 +9,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from churnops.errors import ChurnopsError
+
 if TYPE_CHECKING:
     import pandas as pd
 
     from churnops.contracts.feature_contract import FeatureContract
 
 
-class InputProblem(Exception):
+class InputProblem(ChurnopsError):
     """A frame or store a check needs is missing or unusable."""
 
 

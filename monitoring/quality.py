@@ -30,12 +30,13 @@ from typing import Any, Literal
 import pandas as pd
 
 from churnops.contracts.feature_contract import FeatureContract
+from churnops.errors import ChurnopsError
 from churnops.storage.atomic import write_atomic
 
 Outcome = Literal["pass", "fail", "flag", "skip"]
 
 
-class QualityInputError(ValueError):
+class QualityInputError(ChurnopsError, ValueError):
     """The frame cannot be checked at all (no rows, no feature columns, bad timestamps)."""
 
 

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 from threadpoolctl import ThreadpoolController
 
+from churnops.errors import REFUSED, ChurnopsError
 from churnops.serving.scoring import CompiledPipeline, UnsupportedModel, compile_pipeline
 
 log = logging.getLogger(__name__)
@@ -28,8 +29,10 @@ _THREAD_STATE = threading.local()
 NO_CHAMPION_HINT = "run `churnops train` then `churnops promote` to register and promote a model"
 
 
-class ModelLoadError(RuntimeError):
+class ModelLoadError(ChurnopsError, RuntimeError):
     """A registered model version cannot be served (unreadable, or needs columns we lack)."""
+
+    exit_code = REFUSED
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,8 @@ from __future__ import annotations
 from pathlib import Path
 
 HOME_ENV = "CHURNOPS_HOME"
+# A `feature_store.yaml` selecting other backends than the embedded default one.
+FEATURE_STORE_YAML_ENV = "CHURNOPS_FEATURE_STORE_YAML"
 
 DATA_DIR = Path("data")
 LANDING_DIR = DATA_DIR / "landing"

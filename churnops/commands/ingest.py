@@ -10,6 +10,7 @@ import typer
 from rich.table import Table
 
 from churnops.commands.common import HomeOption, console, fail, workspace
+from churnops.errors import ChurnopsError
 
 if TYPE_CHECKING:
     from churnops.ingestion.ingest import IngestReport
@@ -46,8 +47,6 @@ def ingest(
     ] = None,
 ) -> None:
     """Validate landing files against the source contracts and merge accepted rows into the lake."""
-    from churnops.contracts.errors import ContractError
-    from churnops.ingestion.ingest import IngestError
     from churnops.ingestion.ingest import ingest as run_ingest
 
     ws = workspace(home)
@@ -61,7 +60,7 @@ def ingest(
             sources=only or None,
             backfill=backfill,
         )
-    except (IngestError, ContractError) as exc:
+    except ChurnopsError as exc:
         raise fail(" ".join(str(exc).split())) from exc
     console.print(_batch_table(report, landing=landing))
     _print_notes(report, landing=landing)
@@ -140,13 +139,12 @@ def check(
     ] = False,
 ) -> None:
     """Run the source contracts' batch checks on what is in the lake; exit 1 when any fails."""
-    from churnops.contracts.errors import ContractError
     from churnops.ingestion.checks import check_lake
 
     ws = workspace(home)
     try:
         report = check_lake(lake_dir=ws.lake, source=source)
-    except (ValueError, ContractError) as exc:
+    except ChurnopsError as exc:
         raise fail(" ".join(str(exc).split())) from exc
     if as_json:
         typer.echo(json.dumps(report.to_dict(), indent=2))

@@ -17,6 +17,7 @@ import typer
 from rich.table import Table
 
 from churnops.commands.common import HomeOption, console, err_console, fail, workspace
+from churnops.errors import ChurnopsError
 from churnops.settings import Workspace
 
 if TYPE_CHECKING:
@@ -202,9 +203,8 @@ def drift(
 ) -> None:
     """PSI drift per feature (Evidently); exit 1 when any feature blocks, 2 on bad input."""
     from churnops.contracts.feature_contract import load_feature_contract
-    from churnops.monitoring.drift import DriftInputError, compute_drift, write_drift_html, write_drift_json
-    from churnops.monitoring.gate import GateError
-    from churnops.monitoring.inputs import InputProblem, current_features, read_frame
+    from churnops.monitoring.drift import compute_drift, write_drift_html, write_drift_json
+    from churnops.monitoring.inputs import current_features, read_frame
     from churnops.monitoring.registry import TRAIN_ARTIFACT, challenger_dataset
 
     ws = workspace(home)
@@ -221,7 +221,7 @@ def drift(
         run = compute_drift(
             reference=ref, current=cur, contract=contract, reference_label=ref_label, current_label=cur_label
         )
-    except (InputProblem, DriftInputError, GateError) as exc:
+    except ChurnopsError as exc:
         raise fail(str(exc), code=BAD_INPUT) from exc
     print_drift(run, reference=ref_label, current=cur_label)
     html_path = write_drift_html(run=run, path=html or ws.reports / "drift.html")
@@ -254,9 +254,8 @@ def quality(
     """The feature contract's data-quality rules; exit 1 on a failed rule, 2 on bad input."""
     from churnops.contracts.feature_contract import load_feature_contract
     from churnops.monitoring.gate import GateError
-    from churnops.monitoring.inputs import InputProblem, feature_table, read_frame
+    from churnops.monitoring.inputs import feature_table, read_frame
     from churnops.monitoring.quality import (
-        QualityInputError,
         check_feature_table,
         check_training_set,
         write_quality_json,
@@ -285,7 +284,7 @@ def quality(
         if train is not None:
             reports.append(check_training_set(frame=train, contract=contract, label=str(train_label)))
             titles.append(f"Training set ({train_label})")
-    except (InputProblem, QualityInputError) as exc:
+    except ChurnopsError as exc:
         raise fail(str(exc), code=BAD_INPUT) from exc
     for report, title in zip(reports, titles, strict=True):
         print_quality(report, title=title)
@@ -313,15 +312,10 @@ def promote(
     current: CurrentOption = None,
 ) -> None:
     """Run the promotion gate; move alias `champion` to the challenger when it passes (exit 1 if refused)."""
-    from churnops.monitoring.drift import DriftInputError
-    from churnops.monitoring.gate import GateError
-    from churnops.monitoring.inputs import InputProblem
-    from churnops.monitoring.quality import QualityInputError
-
     ws = workspace(home)
     try:
         gate = run_gate(ws, dry_run=dry_run, force=force, reason=reason, current_file=current)
-    except (InputProblem, GateError, DriftInputError, QualityInputError) as exc:
+    except ChurnopsError as exc:
         raise fail(str(exc), code=BAD_INPUT) from exc
     print_decision(gate.decision)
     if gate.audit_id is not None:
@@ -338,8 +332,6 @@ def rollback(
 ) -> None:
     """Move alias `champion` back to the previous champion (audited)."""
     from churnops.monitoring.audit import current_user
-    from churnops.monitoring.gate import GateError
-    from churnops.monitoring.inputs import InputProblem
     from churnops.monitoring.registry import rollback as run_rollback
 
     ws = workspace(home)
@@ -351,7 +343,7 @@ def rollback(
             now=datetime.now(UTC),
             reason=reason,
         )
-    except (InputProblem, GateError) as exc:
+    except ChurnopsError as exc:
         raise fail(str(exc)) from exc
     console.print(
         f"champion of {done.model}: v{done.from_version} → v{done.to_version} "
