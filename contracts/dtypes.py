@@ -1,4 +1,4 @@
-"""What a feature contract's type is in every system that holds the feature: one table.
+"""What a contract's type is in every system that holds it: one table for features, one for sources.
 
 Frames (pandas/NumPy), the offline table (Arrow/Parquet), the generated SQL (DuckDB) and the
 Feast definitions all read a feature's types from `TYPES`, so a contract type means the same
@@ -51,3 +51,27 @@ TYPES: dict[str, TypeFacts] = {
     "string": TypeFacts(numpy="object", arrow="string", sql="VARCHAR", feast="String", feast_value="STRING"),
     "bool": TypeFacts(numpy="bool", arrow="bool", sql="BOOLEAN", feast="Bool", feast_value="BOOL"),
 }
+
+
+def source_arrow_type(kind: str) -> pa.DataType:
+    """The Arrow type of a source column of contract type `kind`, as the lake stores it.
+
+    Ingestion writes the lake with these types, and the generator writes clean Parquet with the
+    same ones, so a clean file needs no conversion on the way in.
+
+    Args:
+        kind: A source contract's column type (`string`, `int`, `float`, `bool`, `date`, `timestamp`).
+
+    Returns:
+        The Arrow type; timestamps are microseconds in UTC.
+    """
+    import pyarrow as pa
+
+    return {
+        "string": pa.string(),
+        "int": pa.int64(),
+        "float": pa.float64(),
+        "bool": pa.bool_(),
+        "date": pa.date32(),
+        "timestamp": pa.timestamp("us", tz="UTC"),
+    }[kind]

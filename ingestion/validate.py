@@ -26,6 +26,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from churnops.contracts.dtypes import source_arrow_type
 from churnops.contracts.source_contract import Column, SourceContract
 from churnops.storage.duck import duckdb_connection
 from churnops.storage.times import epoch_micros
@@ -92,14 +93,6 @@ def lake_dtype(column: Column) -> object:
     }[column.type]
 
 
-_ARROW_TYPES = {
-    "string": pa.string(),
-    "int": pa.int64(),
-    "float": pa.float64(),
-    "bool": pa.bool_(),
-    "date": pa.date32(),
-    "timestamp": pa.timestamp("us", tz="UTC"),
-}
 
 
 def lake_schema(contract: SourceContract) -> pa.Schema:
@@ -111,7 +104,7 @@ def lake_schema(contract: SourceContract) -> pa.Schema:
     Returns:
         One field per contract column, in contract order.
     """
-    return pa.schema([pa.field(c.name, _ARROW_TYPES[c.type]) for c in contract.columns])
+    return pa.schema([pa.field(c.name, source_arrow_type(c.type)) for c in contract.columns])
 
 
 def to_lake_frame(frame: pd.DataFrame | pa.Table, contract: SourceContract) -> pd.DataFrame:

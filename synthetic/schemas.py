@@ -1,9 +1,9 @@
 """The five sources' columns as the generator writes them, read from the source contracts.
 
 Names, order, types and keys come from `contracts/sources/<source>.yaml`; nothing here restates
-them. Two things the contracts do not say are decided here, once: the Arrow type each contract
-type is written as (`ARROW_TYPES`), and how many decimals a float gets in CSV text
-(`csv_decimals`).
+them; the Arrow type of each contract type is the lake's (`contracts.dtypes.source_arrow_type`).
+One thing the contracts do not say is decided here, once: how many decimals a float gets in CSV
+text (`csv_decimals`).
 """
 
 from __future__ import annotations
@@ -12,21 +12,11 @@ import re
 
 import pyarrow as pa
 
+from churnops.contracts.dtypes import source_arrow_type
 from churnops.contracts.source_contract import SOURCE_NAMES, ColumnType, load_source_contract
 
 # The generator writes the sources in ingestion order (customers first), as the contracts list them.
 SOURCES: tuple[str, ...] = SOURCE_NAMES
-
-# The one place a contract type meets a file type. These are the types of the lake tables, so a
-# clean Parquet file needs no conversion on ingestion; CSV carries the same values as text.
-ARROW_TYPES: dict[ColumnType, pa.DataType] = {
-    "string": pa.string(),
-    "int": pa.int64(),
-    "float": pa.float64(),
-    "bool": pa.bool_(),
-    "date": pa.date32(),
-    "timestamp": pa.timestamp("us", tz="UTC"),
-}
 
 # Floats are rounded to two decimals when drawn and written with exactly that many in CSV; quiz
 # scores are drawn to one decimal. The contracts state no precision, so the generator keeps it.
@@ -88,9 +78,9 @@ def arrow_schema(source: str) -> pa.Schema:
         source: The source name.
 
     Returns:
-        One field per contract column, typed through `ARROW_TYPES`.
+        One field per contract column, typed as the lake types them (`contracts.dtypes.source_arrow_type`).
     """
-    return pa.schema([(name, ARROW_TYPES[kind]) for name, kind in column_types(source).items()])
+    return pa.schema([(name, source_arrow_type(kind)) for name, kind in column_types(source).items()])
 
 
 def id_format(source: str) -> tuple[str, int]:
