@@ -104,7 +104,9 @@ def _batch_table(report: IngestReport, *, landing: Path) -> Table:
 
 
 def _print_notes(report: IngestReport, *, landing: Path) -> None:
-    """The sentences under the table: skips, backfills, quarantine files, sources without files."""
+    """The sentences under the table: recovery, skips, backfills, quarantine files, sources without files."""
+    for line in report.recovery.messages():
+        console.print(f"recovery: {line}", highlight=False)
     for batch in report.batches:
         if batch.status == "skipped":
             console.print(f"[yellow]{batch.source}[/]: {batch.message}", highlight=False)
