@@ -314,6 +314,7 @@ def begin_batch(ctx: BatchContext) -> None:
     Args:
         ctx: The batch's context.
     """
+    # Only the batch's identity is known yet: its counts are zero until the commit point.
     started = BatchReport.from_outcome(ctx, BatchOutcome(status="ok", mode=ctx.requested_mode, message=""))
     row = log_row(started, started_at=ctx.started_at, finished_at=ctx.started_at)
     record_batch(ctx.run.log_db, row | {"status": "running", "finished_at": None, **_owner(ctx)})

@@ -10,6 +10,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import sqlite_utils
 
 from churnops.contracts.source_contract import load_source_contracts
 from churnops.ingestion.batch import (
@@ -24,7 +25,7 @@ from churnops.ingestion.batch import (
 )
 from churnops.ingestion.batch_checks import decide_mode, quarantine_rate_check, schema_check
 from churnops.ingestion.checks import CheckResult
-from churnops.ingestion.log import _COLUMNS, find_ingested, read_log
+from churnops.ingestion.log import _COLUMNS, TABLE, find_ingested, read_log, unsettled_batches
 from churnops.ingestion.merge import count_late, dedup, merge_into_lake
 from churnops.ingestion.rows import ROW_POSITION, screen_rows, write_quarantine
 from churnops.ingestion.validate import empty_violations
@@ -185,6 +186,18 @@ def test_a_batch_is_logged_running_then_committed_with_its_files(tmp_path: Path)
     assert (row["pending"], row["received"]) == (None, 1)
     found = find_ingested(ctx.run.log_db, source="usage_events", content_hash=ctx.content_hash)
     assert found is not None and found["batch"] == ctx.batch
+
+
+def test_a_log_from_before_the_commit_columns_gains_them(tmp_path: Path) -> None:
+    log_db = tmp_path / "log.db"
+    old = {k: v for k, v in _COLUMNS.items() if k not in {"run", "pid", "pending", "note"}}
+    db = sqlite_utils.Database(log_db)
+    db[TABLE].create(old, pk="id")
+    db[TABLE].insert({"id": "customers/b", "source": "customers", "content_hash": "h", "status": "ok"})
+    db.close()
+    assert unsettled_batches(log_db) == []
+    (row,) = read_log(log_db)
+    assert (row["status"], row["run"], row["pending"]) == ("ok", None, None)
 
 
 # --- batch checks --------------------------------------------------------------------------------
