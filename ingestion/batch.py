@@ -321,7 +321,7 @@ def begin_batch(ctx: BatchContext) -> None:
     crash_point(f"{ctx.source}:begun")
 
 
-def commit_batch(ctx: BatchContext, report: BatchReport, files: StagedFiles) -> BatchReport:
+def commit_batch(ctx: BatchContext, report: BatchReport, *, files: StagedFiles) -> BatchReport:
     """Commit a batch: its log row and staged files together.
 
     The row, with the final figures and the commit record, is written in one SQLite
@@ -334,7 +334,7 @@ def commit_batch(ctx: BatchContext, report: BatchReport, files: StagedFiles) -> 
         files: Its staged files (lake partitions, quarantine, load state).
 
     Returns:
-        The same report, so a batch can end with `return commit_batch(ctx, report, files)`.
+        The same report, so a batch can end with `return commit_batch(ctx, report, files=files)`.
     """
     crash_point(f"{ctx.source}:staged")
     pending = json.dumps({"status": report.status, "files": files.to_record()})

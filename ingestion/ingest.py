@@ -197,17 +197,17 @@ def _ingest_file(ctx: BatchContext) -> BatchReport:
     begin_batch(ctx)
     files = ctx.staged_files()
     try:
-        report = _stage_batch(ctx, files)
+        report = _stage_batch(ctx, files=files)
     except BaseException as exc:
         # Before the commit point: undo the staging, so the lake stays as it was, and say so.
         files.discard()
         note = f"interrupted by {type(exc).__name__}: {exc}; nothing of it reached the lake"
         interrupt_batch(ctx.run.log_db, ctx.log_id, run=ctx.run.run_id, note=note)
         raise
-    return commit_batch(ctx, report, files)
+    return commit_batch(ctx, report, files=files)
 
 
-def _stage_batch(ctx: BatchContext, files: StagedFiles) -> BatchReport:
+def _stage_batch(ctx: BatchContext, *, files: StagedFiles) -> BatchReport:
     """Reject the file whole or merge its valid rows; stage the files either way."""
     raw = read_landing_file(ctx.file, ctx.contract)
     schema = schema_check(ctx.contract, raw.column_names)
@@ -215,7 +215,7 @@ def _stage_batch(ctx: BatchContext, files: StagedFiles) -> BatchReport:
         return _reject(
             ctx,
             raw,
-            files,
+            files=files,
             checks=[schema],
             violations=empty_violations(),
             mode=ctx.requested_mode,
@@ -231,8 +231,10 @@ def _stage_batch(ctx: BatchContext, files: StagedFiles) -> BatchReport:
     checks = contract_checks(rows.typed, rows.valid, ctx.contract, now=ctx.run.now, mode=mode, reason=reason)
     checks.append(quarantine_rate_check(ctx.contract, broken=rows.broken, received=raw.num_rows))
     if any(not c.passed for c in checks):
-        return _reject(ctx, raw, files, checks=checks, violations=rows.violations, mode=mode, reason=reason)
-    return _accept(ctx, raw, files, rows=rows, checks=checks, mode=mode, reason=reason)
+        return _reject(
+            ctx, raw, files=files, checks=checks, violations=rows.violations, mode=mode, reason=reason
+        )
+    return _accept(ctx, raw, files=files, rows=rows, checks=checks, mode=mode, reason=reason)
 
 
 def _skipped(prior: dict[str, Any]) -> BatchOutcome:
@@ -250,8 +252,8 @@ def _skipped(prior: dict[str, Any]) -> BatchOutcome:
 def _reject(
     ctx: BatchContext,
     raw: pa.Table,
-    files: StagedFiles,
     *,
+    files: StagedFiles,
     checks: list[CheckResult],
     violations: pd.DataFrame,
     mode: Mode,
@@ -283,8 +285,8 @@ def _reject(
 def _accept(
     ctx: BatchContext,
     raw: pa.Table,
-    files: StagedFiles,
     *,
+    files: StagedFiles,
     rows: ScreenedRows,
     checks: list[CheckResult],
     mode: Mode,

@@ -20,7 +20,10 @@ from typing import Any
 
 import pandas as pd
 import pytest
+from typer.testing import CliRunner
 
+from churnops.cli import app
+from churnops.commands.common import console, err_console
 from churnops.ingestion import ingest as ingest_module
 from churnops.ingestion.ingest import IngestError, IngestReport, ingest
 from churnops.ingestion.log import read_log
@@ -261,3 +264,39 @@ def test_the_crash_hook_kills_only_at_its_point(tmp_path: Path) -> None:
     )
     assert done.returncode == -signal.SIGKILL
     assert done.stdout == "passed a:staged\n"
+
+
+def _cli(*args: str) -> tuple[int, str]:
+    # Wide, so Rich wraps no sentence; the consoles are made once per process, hence pinned here.
+    saved = [(c, c._width) for c in (console, err_console)]
+    for c, _ in saved:
+        c.width = 400
+    try:
+        result = CliRunner().invoke(app, list(args))
+    finally:
+        for c, width in saved:
+            c._width = width
+    return result.exit_code, " ".join(result.output.split())
+
+
+def test_the_command_says_what_recovery_did_and_which_batches_were_committed(
+    tmp_path: Path, world: dict[str, Any]
+) -> None:
+    home = tmp_path / "home"
+    _ingest(home, world["first"])
+    _crash(home, world["second"], "usage_events:staged")
+    landing = tmp_path / "landing"
+    shutil.copytree(world["second"], landing)
+    shutil.copy(world["first"] / "billing.csv", landing / "billing.csv")
+    billing = pd.read_csv(landing / "billing.csv", dtype=str, keep_default_na=False)
+    billing["customer_id"] = "CUST-999999"  # unknown to the lake: every row is quarantined
+    billing.to_csv(landing / "billing.csv", index=False)
+    code, output = _cli("ingest", "--home", str(home), "--source", str(landing), "--backfill")
+    assert code == 1
+    usage_batch = {b.source: b for b in world["report"].batches}["usage_events"].batch
+    assert f"recovery: usage_events/{usage_batch}: killed before its commit point" in output
+    assert "recovery: removed 13 temporary file(s) left by a killed writer" in output  # 12 days + load state
+    assert "billing (billing.csv): quarantine_rate" in output
+    # customers.csv was committed by the killed run (it came first) and is skipped now.
+    assert "customers: skipped: this exact file (same content hash)" in output
+    assert output.endswith("Committed in this run: usage_events (usage_events.csv)")

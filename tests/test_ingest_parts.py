@@ -179,7 +179,7 @@ def test_a_batch_is_logged_running_then_committed_with_its_files(tmp_path: Path)
     report = BatchReport.from_outcome(
         ctx, BatchOutcome("ok", "live", "ok (live)", received=1, quarantine=quarantine)
     )
-    assert commit_batch(ctx, report, files) is report
+    assert commit_batch(ctx, report, files=files) is report
     assert ctx.quarantine_file.read_text() == "rows"
     (row,) = read_log(ctx.run.log_db)
     assert (row["status"], row["quarantine_file"]) == ("ok", str(ctx.quarantine_file))

@@ -128,7 +128,10 @@ def _failure_message(report: IngestReport) -> str:
     lines = [
         f"{b.source} ({b.file.name}): {failure.message}" for b in report.failed for failure in b.failures
     ]
-    return "batch(es) failed their contract, nothing of them reached the lake: " + "; ".join(lines)
+    message = "batch(es) failed their contract, nothing of them reached the lake: " + "; ".join(lines)
+    # Each batch commits on its own: say which of this run's files did reach the lake.
+    committed = [f"{b.source} ({b.file.name})" for b in report.batches if b.status == "ok"]
+    return message + (f". Committed in this run: {', '.join(committed)}" if committed else "")
 
 
 @contracts_app.command("check")
