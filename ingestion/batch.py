@@ -4,12 +4,19 @@
 reference time); `BatchContext` adds what identifies one file. A batch ends in one
 `BatchOutcome` (skipped, failed or ok), and `BatchReport.from_outcome` is the one place that
 turns context and outcome into the report the command line prints and the log records.
+
+A batch's files (lake partitions, quarantine file, load state) are staged and committed together
+with its log row: `begin_batch` logs it `running`, `commit_batch` records the commit (the commit
+point), renames the files into place and marks it done. A kill before the commit point leaves
+the lake as it was; after it, recovery finishes the renames (`ingestion.recovery`).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import time
+import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -17,8 +24,10 @@ from typing import Any, Literal
 
 from churnops.contracts.source_contract import SourceContract
 from churnops.ingestion.checks import CheckResult
-from churnops.ingestion.log import record_batch
+from churnops.ingestion.log import record_batch, settle_batch
 from churnops.ingestion.readers import content_hash
+from churnops.storage.crash import crash_point
+from churnops.storage.staging import StagedFiles
 
 Status = Literal["ok", "failed", "skipped"]
 Mode = Literal["live", "backfill"]
@@ -36,6 +45,7 @@ class IngestRun:
         backfill: True: backfill; False: live; None: decided per batch from its rows.
         now: The ingestion time (UTC-aware), reference for freshness and future timestamps.
         lateness: The feature contract's allowed lateness (later rows are counted as late).
+        run_id: Unique to this run: in its log rows and in the names of its temporary files.
     """
 
     contracts: dict[str, SourceContract]
@@ -45,6 +55,7 @@ class IngestRun:
     backfill: bool | None
     now: datetime
     lateness: timedelta
+    run_id: str = field(default_factory=lambda: f"{os.getpid()}-{uuid.uuid4().hex[:12]}")
 
 
 @dataclass(frozen=True)
@@ -109,9 +120,18 @@ class BatchContext:
         """The mode before the rows are seen: `backfill` only when asked for."""
         return "backfill" if self.run.backfill else "live"
 
+    @property
+    def log_id(self) -> str:
+        """The batch's row in the ingestion log, `<source>/<batch>`."""
+        return f"{self.source}/{self.batch}"
+
     def elapsed(self) -> float:
         """Seconds since the batch started."""
         return time.perf_counter() - self.clock
+
+    def staged_files(self) -> StagedFiles:
+        """An empty commit for this batch's files, its temporaries tagged with the run."""
+        return StagedFiles(name=self.source, tag=self.run.run_id)
 
 
 @dataclass(frozen=True)
@@ -257,7 +277,8 @@ def log_row(report: BatchReport, *, started_at: datetime, finished_at: datetime)
         finished_at: When it finished.
 
     Returns:
-        The row, keyed `<source>/<batch>`.
+        The row, keyed `<source>/<batch>`; `run`, `pid`, `pending` and `note` are left empty
+        for `commit_batch` to fill.
     """
     return {
         "id": f"{report.source}/{report.batch}",
@@ -280,18 +301,53 @@ def log_row(report: BatchReport, *, started_at: datetime, finished_at: datetime)
         "started_at": started_at.isoformat(),
         "finished_at": finished_at.isoformat(),
         "seconds": report.seconds,
+        "run": None,
+        "pid": None,
+        "pending": None,
+        "note": None,
     }
 
 
-def log_batch(ctx: BatchContext, report: BatchReport) -> BatchReport:
-    """Record a finished batch in the ingestion log.
+def begin_batch(ctx: BatchContext) -> None:
+    """Log a batch as `running` before it writes anything, so a kill leaves a trace to recover.
 
     Args:
         ctx: The batch's context.
-        report: Its report.
+    """
+    # Only the batch's identity is known yet: its counts are zero until the commit point.
+    started = BatchReport.from_outcome(ctx, BatchOutcome(status="ok", mode=ctx.requested_mode, message=""))
+    row = log_row(started, started_at=ctx.started_at, finished_at=ctx.started_at)
+    record_batch(ctx.run.log_db, row | {"status": "running", "finished_at": None, **_owner(ctx)})
+    crash_point(f"{ctx.source}:begun")
+
+
+def commit_batch(ctx: BatchContext, report: BatchReport, *, files: StagedFiles) -> BatchReport:
+    """Commit a batch: its log row and staged files together.
+
+    The row, with the final figures and the commit record, is written in one SQLite
+    transaction: that is the commit point. Then the files are renamed into place and the row
+    gets its final status.
+
+    Args:
+        ctx: The batch's context.
+        report: Its report (`ok` or `failed`).
+        files: Its staged files (lake partitions, quarantine, load state).
 
     Returns:
-        The same report, so a batch can end with `return log_batch(ctx, report)`.
+        The same report, so a batch can end with `return commit_batch(ctx, report, files=files)`.
     """
-    record_batch(ctx.run.log_db, log_row(report, started_at=ctx.started_at, finished_at=datetime.now(UTC)))
+    crash_point(f"{ctx.source}:staged")
+    pending = json.dumps({"status": report.status, "files": files.to_record()})
+    row = log_row(report, started_at=ctx.started_at, finished_at=datetime.now(UTC))
+    record_batch(ctx.run.log_db, row | {"status": "committing", "pending": pending, **_owner(ctx)})
+    crash_point(f"{ctx.source}:committed")
+    files.apply()
+    crash_point(f"{ctx.source}:renamed")
+    settle_batch(ctx.run.log_db, ctx.log_id, status=report.status)
+    crash_point(f"{ctx.source}:done")
     return report
+
+
+def _owner(ctx: BatchContext) -> dict[str, Any]:
+    """The run and process a batch's row belongs to (recovery checks whether it still lives)."""
+    return {"run": ctx.run.run_id, "pid": os.getpid()}

@@ -34,9 +34,9 @@ from churnops.contracts.source_contract import (
     load_source_contracts,
 )
 from churnops.ingestion.readers import IngestError
-from churnops.storage.atomic import write_atomic
 from churnops.storage.duck import duckdb_connection
 from churnops.storage.lake import list_partitions, source_dir, source_glob
+from churnops.storage.staging import StagedFiles
 
 LOAD_STATE_FILE = "_load_state.json"
 
@@ -359,7 +359,9 @@ def _non_null_share(con: duckdb.DuckDBPyConnection, table: str, col: str, predic
     )
 
 
-def write_load_state(lake_dir: Path, source: str, *, mode: Literal["live", "backfill"], batch: str) -> None:
+def write_load_state(
+    lake_dir: Path, source: str, *, mode: Literal["live", "backfill"], batch: str, files: StagedFiles
+) -> None:
     """Record how the latest successful batch of a source was loaded (read by `check_lake`).
 
     Args:
@@ -367,10 +369,11 @@ def write_load_state(lake_dir: Path, source: str, *, mode: Literal["live", "back
         source: The source name.
         mode: `live` or `backfill`.
         batch: The batch id.
+        files: The batch's commit: the state changes with its partitions.
     """
     body = json.dumps({"mode": mode, "batch": batch}) + "\n"
     path = source_dir(lake_dir, source) / LOAD_STATE_FILE
-    write_atomic(path, lambda tmp: tmp.write_text(body, encoding="utf-8"))
+    files.write(path, lambda tmp: tmp.write_text(body, encoding="utf-8"))
 
 
 def read_load_state(lake_dir: Path, source: str) -> dict[str, str] | None:

@@ -1,10 +1,18 @@
 """The ingestion log: one row per batch (landing file) in a SQLite database, via sqlite-utils.
 
 Columns: `id` (`<source>/<batch>`), `source`, `batch`, `file`, `content_hash`,
-`contract_version`, `mode` (live/backfill), `backfill_reason`, `status` (ok/failed), `received`,
+`contract_version`, `mode` (live/backfill), `backfill_reason`, `status`, `received`,
 `accepted`, `quarantined`, `duplicates`, `replaced`, `late`, `failures` (JSON list of the failed
-checks), `quarantine_file`, `started_at`, `finished_at`, `seconds`. A re-run of a failed batch
-replaces its row; a batch that succeeded is never run again (same content hash → skipped).
+checks), `quarantine_file`, `started_at`, `finished_at`, `seconds`, `run` (the `ingest` run),
+`pid` (its process), `pending` (the commit record while the batch commits), `note` (what
+recovery did).
+
+A batch's row is written `running` when it starts, becomes `committing` with its final figures
+and its commit record at the commit point, and `ok` or `failed` once its files are in place.
+Recovery (`ingestion.recovery`) turns the row of a process that died into `interrupted` (before
+the commit point; the row moves to id `<source>/<batch>@<run>` so the re-run gets the plain id)
+or finishes its commit (after it). A re-run of a failed batch replaces its row; a batch that
+succeeded is never run again (same content hash → skipped).
 """
 
 from __future__ import annotations
@@ -36,6 +44,10 @@ _COLUMNS: dict[str, type] = {
     "started_at": str,
     "finished_at": str,
     "seconds": float,
+    "run": str,
+    "pid": int,
+    "pending": str,
+    "note": str,
 }
 
 
@@ -45,6 +57,12 @@ def _open(log_db: Path) -> sqlite_utils.Database:
     if TABLE not in db.table_names():
         db[TABLE].create(_COLUMNS, pk="id", not_null={"id", "source", "content_hash", "status"})
         db[TABLE].create_index(["source", "content_hash"])
+    else:
+        # A log written before a column existed gains it (empty for the old rows).
+        present = db[TABLE].columns_dict
+        for name, kind in _COLUMNS.items():
+            if name not in present:
+                db[TABLE].add_column(name, kind)
     return db
 
 
@@ -109,3 +127,60 @@ def read_log(log_db: Path, *, source: str | None = None) -> list[dict[str, Any]]
         return list(db[TABLE].rows_where(where, args, order_by="started_at, id"))
     finally:
         db.close()
+
+
+def unsettled_batches(log_db: Path) -> list[dict[str, Any]]:
+    """The rows of batches that have not ended: `running` or `committing`, oldest first.
+
+    Args:
+        log_db: The log's SQLite file.
+
+    Returns:
+        The rows (empty when the log does not exist yet).
+    """
+    if not log_db.is_file():
+        return []
+    db = _open(log_db)
+    try:
+        return list(db[TABLE].rows_where("status IN ('running', 'committing')", order_by="started_at, id"))
+    finally:
+        db.close()
+
+
+def settle_batch(
+    log_db: Path, row_id: str, *, status: str, note: str | None = None, new_id: str | None = None
+) -> None:
+    """End a batch's row: set its final status, drop its commit record, optionally re-key it.
+
+    Args:
+        log_db: The log's SQLite file.
+        row_id: The row's current id.
+        status: `ok`, `failed` or `interrupted`.
+        note: What recovery did, when it was recovery that ended the batch.
+        new_id: A new id for the row (an interrupted attempt keeps its row under its own id).
+    """
+    updates: dict[str, Any] = {"status": status, "pending": None}
+    if note is not None:
+        updates["note"] = note
+    if new_id is not None:
+        updates["id"] = new_id
+    db = _open(log_db)
+    try:
+        db[TABLE].update(row_id, updates)
+    finally:
+        db.close()
+
+
+def interrupt_batch(log_db: Path, row_id: str, *, run: str, note: str) -> None:
+    """Mark a batch that stopped before its commit point `interrupted`, under its own id.
+
+    The row moves to `<source>/<batch>@<run>`, so it stays in the log when the re-run of the
+    same file writes `<source>/<batch>`.
+
+    Args:
+        log_db: The log's SQLite file.
+        row_id: The row's id, `<source>/<batch>`.
+        run: The run the batch belonged to.
+        note: Why it stopped and what that means for the lake.
+    """
+    settle_batch(log_db, row_id, status="interrupted", note=note, new_id=f"{row_id}@{run}")

@@ -2,7 +2,8 @@
 
 Within the batch the latest `ingested_at` per key wins (ties: the first row of the file).
 Against the lake, a winner replaces the lake's row only when its `ingested_at` is later;
-otherwise it is a duplicate. Each affected date partition is rewritten whole, atomically.
+otherwise it is a duplicate. Each affected date partition is rewritten whole and staged in the
+batch's commit, so all of a batch's partitions change together (`storage.staging`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from churnops.ingestion.rows import ROW_POSITION, sql_glob
 from churnops.ingestion.validate import lake_schema, to_lake_frame
 from churnops.storage.duck import duckdb_connection
 from churnops.storage.lake import list_partitions, read_partition, write_partition, write_partition_table
+from churnops.storage.staging import StagedFiles
 from churnops.storage.times import epoch_micros
 
 
@@ -96,13 +98,16 @@ def dedup(valid: pa.Table, contract: SourceContract) -> pa.Table:
     return winners if unique_part is None else pa.concat_tables([unique_part, winners])
 
 
-def merge_into_lake(valid: pa.Table, contract: SourceContract, *, lake_dir: Path) -> LakeMerge:
-    """Deduplicate the batch, then against the lake, and rewrite the affected partitions.
+def merge_into_lake(
+    valid: pa.Table, contract: SourceContract, *, lake_dir: Path, files: StagedFiles
+) -> LakeMerge:
+    """Deduplicate the batch, then against the lake, and stage the rewritten partitions.
 
     Args:
         valid: The batch's valid rows, with `ROW_POSITION`.
         contract: The source's contract.
         lake_dir: The lake's root folder.
+        files: The batch's commit; the lake changes when it is applied.
 
     Returns:
         The accepted rows and the duplicate and replacement counts.
@@ -112,7 +117,12 @@ def merge_into_lake(valid: pa.Table, contract: SourceContract, *, lake_dir: Path
     resolved = _against_lake(winners, existing, contract)
     accepted = _by_day(resolved.accepted, contract)
     _rewrite_partitions(
-        accepted, contract, lake_dir=lake_dir, removals=resolved.removals, lake_has_rows=existing is not None
+        accepted,
+        contract,
+        lake_dir=lake_dir,
+        files=files,
+        removals=resolved.removals,
+        lake_has_rows=existing is not None,
     )
     return LakeMerge(
         accepted=accepted.drop_columns(["_day", ROW_POSITION]),
@@ -175,10 +185,11 @@ def _rewrite_partitions(
     contract: SourceContract,
     *,
     lake_dir: Path,
+    files: StagedFiles,
     removals: dict[str, pd.DataFrame],
     lake_has_rows: bool,
 ) -> None:
-    """Rewrite every partition that gains accepted rows or loses replaced ones."""
+    """Stage a rewrite of every partition that gains accepted rows or loses replaced ones."""
     keys = contract.primary_key
     slices = _day_slices(accepted)
     schema = pa.Schema.from_pandas(
@@ -197,13 +208,13 @@ def _rewrite_partitions(
             if current is None:
                 # A new partition: straight from Arrow, with the pandas metadata a DataFrame write has.
                 rows = accepted.slice(a, b - a).select(contract.column_names).cast(schema)
-                write_partition_table(lake_dir, contract.name, day_name, rows)
+                write_partition_table(lake_dir, contract.name, day_name, rows, write=files.write)
                 continue
             frames.append(to_lake_frame(accepted.slice(a, b - a), contract))
         merged = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0].reset_index(drop=True)
         if current is not None:
             merged = merged.sort_values(keys, kind="stable", ignore_index=True)
-        write_partition(lake_dir, contract.name, day_name, merged)
+        write_partition(lake_dir, contract.name, day_name, merged, write=files.write)
 
 
 def _existing_keys(lake_dir: Path, contract: SourceContract) -> pa.Table | None:

@@ -24,9 +24,9 @@ from churnops.ingestion.validate import (
     quarantine_frame,
     reference_violations,
 )
-from churnops.storage.atomic import write_atomic
 from churnops.storage.duck import duckdb_connection
 from churnops.storage.lake import list_partitions, source_glob
+from churnops.storage.staging import StagedFiles
 
 ROW_POSITION = "_row_position"
 
@@ -130,9 +130,10 @@ def write_quarantine(
     *,
     file: Path,
     contract: SourceContract,
+    files: StagedFiles,
     reject_rest: str | None = None,
 ) -> Quarantined:
-    """Write (or, with no broken rows, remove) a batch's quarantine file atomically.
+    """Stage a batch's quarantine file (or, with no broken rows, its removal) in the batch's commit.
 
     Args:
         path: The batch's quarantine file.
@@ -140,6 +141,7 @@ def write_quarantine(
         violations: Its row-level violations.
         file: The landing file, as the quarantine names it.
         contract: The source's contract.
+        files: The batch's commit; the file changes when it is applied.
         reject_rest: When the whole batch failed, the reason given to rows without a violation of
             their own (see `quarantine_frame`).
 
@@ -149,10 +151,10 @@ def write_quarantine(
     frame = quarantine_frame(raw, violations, file=str(file), contract=contract, reject_rest=reject_rest)
     if frame.empty:
         # A re-run that quarantines nothing must not leave an earlier run's file behind.
-        path.unlink(missing_ok=True)
+        files.remove(path)
         return Quarantined()
     table = pa.Table.from_pandas(frame, preserve_index=False)
-    write_atomic(path, lambda tmp: pq.write_table(table, tmp))
+    files.write(path, lambda tmp: pq.write_table(table, tmp))
     return Quarantined(rows=len(frame), rules=rule_counts(frame), file=path)
 
 

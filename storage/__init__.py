@@ -2,6 +2,9 @@
 
 Modules:
     atomic: `write_atomic`, write-then-rename so a reader never sees half a file.
+    staging: `StagedFiles`, several files committed as one (stage, record, rename; roll forward
+        or back after a crash) and `remove_orphans` for temporaries a killed writer left.
+    crash: `crash_point`, a deterministic kill -9 at a named step (`CHURNOPS_CRASH_AT`), for tests.
     lake: the lake's layout (`<lake>/<source>/date=YYYY-MM-DD/data.parquet`), its readers and writers.
     duck: `duckdb_connection`, the one DuckDB connection factory (UTC, no progress bar, memory, spill).
     times: UTC and epoch-microsecond conversions.

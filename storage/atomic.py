@@ -11,6 +11,10 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+# Writes a file's content to the path it is given, then puts it in place: `write_atomic`, or
+# `StagedFiles.write` to hold it back until a multi-file commit.
+FileWriter = Callable[[Path, Callable[[Path], object]], Path]
+
 
 def write_atomic(path: Path, write: Callable[[Path], object], *, mode: int | None = None) -> Path:
     """Let `write` fill a temporary file beside `path`, then rename it into place in one step.

@@ -13,7 +13,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from churnops.storage.atomic import write_atomic
+from churnops.storage.atomic import FileWriter, write_atomic
 
 PARTITION_PREFIX = "date="
 PARTITION_FILE = "data.parquet"
@@ -83,7 +83,9 @@ def read_source(lake_dir: Path, source: str, *, schema: pa.Schema | None = None)
     return pa.concat_tables(tables, promote_options="default").to_pandas()
 
 
-def write_partition(lake_dir: Path, source: str, day: str, frame: pd.DataFrame) -> Path:
+def write_partition(
+    lake_dir: Path, source: str, day: str, frame: pd.DataFrame, *, write: FileWriter = write_atomic
+) -> Path:
     """Replace one partition with `frame`, atomically (write a temporary file, then rename).
 
     Args:
@@ -91,15 +93,19 @@ def write_partition(lake_dir: Path, source: str, day: str, frame: pd.DataFrame) 
         source: The source name.
         day: The partition, `YYYY-MM-DD`.
         frame: The partition's complete contents.
+        write: How the file is put in place: at once (`write_atomic`) or with the other files
+            of a batch (`StagedFiles.write`).
 
     Returns:
         The partition file.
     """
     table = pa.Table.from_pandas(frame.reset_index(drop=True), preserve_index=False)
-    return write_partition_table(lake_dir, source, day, table)
+    return write_partition_table(lake_dir, source, day, table, write=write)
 
 
-def write_partition_table(lake_dir: Path, source: str, day: str, table: pa.Table) -> Path:
+def write_partition_table(
+    lake_dir: Path, source: str, day: str, table: pa.Table, *, write: FileWriter = write_atomic
+) -> Path:
     """Replace one partition with an Arrow table, atomically; `write_partition` without pandas.
 
     Args:
@@ -108,8 +114,9 @@ def write_partition_table(lake_dir: Path, source: str, day: str, table: pa.Table
         day: The partition, `YYYY-MM-DD`.
         table: The partition's complete contents (keep any pandas schema metadata on it so
             `read_partition` restores the same dtypes as for a DataFrame write).
+        write: How the file is put in place (see `write_partition`).
 
     Returns:
         The partition file.
     """
-    return write_atomic(partition_path(lake_dir, source, day), lambda tmp: pq.write_table(table, tmp))
+    return write(partition_path(lake_dir, source, day), lambda tmp: pq.write_table(table, tmp))

@@ -10,6 +10,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import sqlite_utils
 
 from churnops.contracts.source_contract import load_source_contracts
 from churnops.ingestion.batch import (
@@ -18,16 +19,18 @@ from churnops.ingestion.batch import (
     BatchReport,
     IngestRun,
     Quarantined,
-    log_batch,
+    begin_batch,
+    commit_batch,
     log_row,
 )
 from churnops.ingestion.batch_checks import decide_mode, quarantine_rate_check, schema_check
 from churnops.ingestion.checks import CheckResult
-from churnops.ingestion.log import _COLUMNS, find_ingested, read_log
+from churnops.ingestion.log import _COLUMNS, TABLE, find_ingested, read_log, unsettled_batches
 from churnops.ingestion.merge import count_late, dedup, merge_into_lake
 from churnops.ingestion.rows import ROW_POSITION, screen_rows, write_quarantine
 from churnops.ingestion.validate import empty_violations
 from churnops.storage.lake import list_partitions, read_source
+from churnops.storage.staging import StagedFiles
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 CONTRACTS = load_source_contracts()
@@ -158,17 +161,43 @@ def test_the_log_row_has_every_log_column_and_only_the_failed_checks(tmp_path: P
     assert (row["started_at"], row["finished_at"]) == (start.isoformat(), end.isoformat())
 
 
-def test_logging_a_batch_records_it_and_an_ok_batch_is_found_by_its_hash(tmp_path: Path) -> None:
+def test_a_batch_is_logged_running_then_committed_with_its_files(tmp_path: Path) -> None:
     ctx = _context(tmp_path)
+    begin_batch(ctx)
+    (row,) = read_log(ctx.run.log_db)
+    assert (row["id"], row["status"], row["run"], row["pending"]) == (
+        ctx.log_id,
+        "running",
+        ctx.run.run_id,
+        None,
+    )
+    assert find_ingested(ctx.run.log_db, source="usage_events", content_hash=ctx.content_hash) is None
+    files = ctx.staged_files()
+    files.write(ctx.quarantine_file, lambda tmp: tmp.write_text("rows"))
+    assert not ctx.quarantine_file.exists()
     quarantine = Quarantined(rows=1, rules={"type": 1}, file=ctx.quarantine_file)
     report = BatchReport.from_outcome(
         ctx, BatchOutcome("ok", "live", "ok (live)", received=1, quarantine=quarantine)
     )
-    assert log_batch(ctx, report) is report
+    assert commit_batch(ctx, report, files=files) is report
+    assert ctx.quarantine_file.read_text() == "rows"
     (row,) = read_log(ctx.run.log_db)
     assert (row["status"], row["quarantine_file"]) == ("ok", str(ctx.quarantine_file))
+    assert (row["pending"], row["received"]) == (None, 1)
     found = find_ingested(ctx.run.log_db, source="usage_events", content_hash=ctx.content_hash)
     assert found is not None and found["batch"] == ctx.batch
+
+
+def test_a_log_from_before_the_commit_columns_gains_them(tmp_path: Path) -> None:
+    log_db = tmp_path / "log.db"
+    old = {k: v for k, v in _COLUMNS.items() if k not in {"run", "pid", "pending", "note"}}
+    db = sqlite_utils.Database(log_db)
+    db[TABLE].create(old, pk="id")
+    db[TABLE].insert({"id": "customers/b", "source": "customers", "content_hash": "h", "status": "ok"})
+    db.close()
+    assert unsettled_batches(log_db) == []
+    (row,) = read_log(log_db)
+    assert (row["status"], row["run"], row["pending"]) == ("ok", None, None)
 
 
 # --- batch checks --------------------------------------------------------------------------------
@@ -249,10 +278,19 @@ def test_the_quarantine_file_holds_the_broken_rows_and_a_clean_rerun_removes_it(
     screened = screen_rows(raw, EVENTS, now=NOW, known=KNOWN)
     path = tmp_path / "q" / "usage_events" / "b.parquet"
     file = tmp_path / "usage_events.csv"
-    written = write_quarantine(path, raw, screened.violations, file=file, contract=EVENTS)
+    files = StagedFiles(name="usage_events", tag="t1")
+    written = write_quarantine(path, raw, screened.violations, file=file, contract=EVENTS, files=files)
     assert written == Quarantined(rows=1, rules={"type": 1}, file=path)
+    assert not path.exists()  # staged: it appears with the batch's commit
+    files.apply()
     assert pq.read_table(path).column("_row").to_pylist() == [2]
-    assert write_quarantine(path, raw, empty_violations(), file=file, contract=EVENTS) == Quarantined()
+    files = StagedFiles(name="usage_events", tag="t2")
+    assert (
+        write_quarantine(path, raw, empty_violations(), file=file, contract=EVENTS, files=files)
+        == Quarantined()
+    )
+    assert path.exists()
+    files.apply()
     assert not path.exists()
 
 
@@ -266,6 +304,7 @@ def test_a_rejected_batch_quarantines_every_row(tmp_path: Path) -> None:
         screened.violations,
         file=tmp_path / "f.csv",
         contract=EVENTS,
+        files=StagedFiles(name="usage_events", tag="t"),
         reject_rest="batch failed: x",
     )
     assert written == Quarantined(rows=2, rules={"batch_rejected": 1, "type": 1}, file=path)
@@ -296,12 +335,19 @@ def test_dedup_keeps_the_latest_ingested_at_and_the_first_row_on_a_tie() -> None
 
 def test_the_merge_replaces_older_lake_rows_and_drops_equal_or_older_ones(tmp_path: Path) -> None:
     lake = tmp_path / "lake"
+    files = StagedFiles(name="usage_events", tag="t1")
     first = merge_into_lake(
-        _valid({"event_id": "EVT-0000000001"}, {"event_id": "EVT-0000000002"}), EVENTS, lake_dir=lake
+        _valid({"event_id": "EVT-0000000001"}, {"event_id": "EVT-0000000002"}),
+        EVENTS,
+        lake_dir=lake,
+        files=files,
     )
     assert (first.accepted.num_rows, first.duplicates, first.replaced) == (2, 0, 0)
     assert ROW_POSITION not in first.accepted.column_names
+    assert not list_partitions(lake, "usage_events")  # staged, not yet committed
+    files.apply()
     assert list_partitions(lake, "usage_events")
+    files = StagedFiles(name="usage_events", tag="t2")
     newer = _iso(NOW - timedelta(minutes=10))
     second = merge_into_lake(
         _valid(
@@ -312,7 +358,9 @@ def test_the_merge_replaces_older_lake_rows_and_drops_equal_or_older_ones(tmp_pa
         ),
         EVENTS,
         lake_dir=lake,
+        files=files,
     )
+    files.apply()
     assert (second.accepted.num_rows, second.replaced) == (2, 1)
     assert (second.batch_duplicates, second.lake_duplicates, second.duplicates) == (1, 1, 2)
     rows = read_source(lake, "usage_events").sort_values("event_id")

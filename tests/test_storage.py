@@ -19,6 +19,8 @@ from churnops.storage import layout
 from churnops.storage.atomic import write_atomic
 from churnops.storage.duck import duckdb_connection
 from churnops.storage.keys import KEY_PREFIX, create_key, hash_key, load_key_hashes
+from churnops.storage.lake import list_partitions, write_partition
+from churnops.storage.staging import StagedFiles, remove_orphans
 from churnops.storage.times import (
     as_utc,
     epoch_micros,
@@ -59,6 +61,55 @@ def test_a_failing_writer_leaves_the_old_file_and_no_temporary(tmp_path: Path) -
         write_atomic(path, half_then_fail)
     assert path.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["report.json"]
+
+
+# --- multi-file commits ------------------------------------------------------------------------
+
+
+def test_staged_files_change_nothing_until_applied_then_all_at_once(tmp_path: Path) -> None:
+    lake = tmp_path / "lake"
+    write_partition(lake, "s", "2026-01-01", pd.DataFrame({"x": [1]}))
+    (tmp_path / "gone.txt").write_text("old")
+    files = StagedFiles(name="s", tag="run1")
+    write_partition(lake, "s", "2026-01-01", pd.DataFrame({"x": [2]}), write=files.write)
+    write_partition(lake, "s", "2026-01-02", pd.DataFrame({"x": [3]}), write=files.write)
+    files.remove(tmp_path / "gone.txt")
+    assert list_partitions(lake, "s") == ["2026-01-01"]  # a hidden temporary is no partition
+    assert [tmp.name for tmp, _ in files.renames] == [".data.parquet.run1.tmp"] * 2
+    files.apply()
+    assert list_partitions(lake, "s") == ["2026-01-01", "2026-01-02"]
+    assert not (tmp_path / "gone.txt").exists()
+    assert not list(lake.rglob("*.tmp"))
+    files.apply()  # a second apply (recovery after a kill mid-way) changes nothing
+    assert list_partitions(lake, "s") == ["2026-01-01", "2026-01-02"]
+
+
+def test_the_commit_record_round_trips_and_finishes_a_half_applied_commit(tmp_path: Path) -> None:
+    files = StagedFiles(name="s", tag="t")
+    for name in ("a", "b", "c"):
+        files.write(tmp_path / name, lambda tmp, name=name: tmp.write_text(name))
+    record = json.loads(json.dumps(files.to_record()))
+    files.renames[0][0].rename(files.renames[0][1])  # the killed writer got this far
+    StagedFiles.from_record(record).apply()
+    assert [(tmp_path / n).read_text() for n in "abc"] == ["a", "b", "c"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b", "c"]
+
+
+def test_discard_and_orphan_removal_leave_no_temporary_and_no_empty_partition(tmp_path: Path) -> None:
+    lake = tmp_path / "lake"
+    write_partition(lake, "s", "2026-01-01", pd.DataFrame({"x": [1]}))
+    before = sorted(p for p in lake.rglob("*"))
+    files = StagedFiles(name="s", tag="t")
+    write_partition(lake, "s", "2026-01-05", pd.DataFrame({"x": [2]}), write=files.write)
+    files.discard()
+    assert sorted(p for p in lake.rglob("*")) == before
+    write_partition(
+        lake, "s", "2026-01-06", pd.DataFrame({"x": [2]}), write=StagedFiles(name="s", tag="u").write
+    )
+    (lake / "s" / "date=2026-01-01" / ".data.parquet.abc123.tmp").write_text("cut short")
+    removed = remove_orphans([lake, tmp_path / "missing"])
+    assert len(removed) == 2
+    assert sorted(p for p in lake.rglob("*")) == before
 
 
 # --- the DuckDB connection ---------------------------------------------------------------------

@@ -103,7 +103,9 @@ def _batch_table(report: IngestReport, *, landing: Path) -> Table:
 
 
 def _print_notes(report: IngestReport, *, landing: Path) -> None:
-    """The sentences under the table: skips, backfills, quarantine files, sources without files."""
+    """The sentences under the table: recovery, skips, backfills, quarantine files, sources without files."""
+    for line in report.recovery.messages():
+        console.print(f"recovery: {line}", highlight=False)
     for batch in report.batches:
         if batch.status == "skipped":
             console.print(f"[yellow]{batch.source}[/]: {batch.message}", highlight=False)
@@ -125,7 +127,10 @@ def _failure_message(report: IngestReport) -> str:
     lines = [
         f"{b.source} ({b.file.name}): {failure.message}" for b in report.failed for failure in b.failures
     ]
-    return "batch(es) failed their contract, nothing of them reached the lake: " + "; ".join(lines)
+    message = "batch(es) failed their contract, nothing of them reached the lake: " + "; ".join(lines)
+    # Each batch commits on its own: say which of this run's files did reach the lake.
+    committed = [f"{b.source} ({b.file.name})" for b in report.batches if b.status == "ok"]
+    return message + (f". Committed in this run: {', '.join(committed)}" if committed else "")
 
 
 @contracts_app.command("check")
