@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
-from churnops.commands.common import HomeOption, console, fail, workspace
+from churnops.commands.common import HomeOption, WaitOption, console, fail, workspace, writer_lock
 
 if TYPE_CHECKING:
     from churnops.training.train import TrainResult
@@ -60,6 +60,7 @@ def summary_tables(result: TrainResult) -> list[Table]:
 
 
 def train_command(
+    ctx: typer.Context,
     home: HomeOption = None,
     seed: Annotated[
         int, typer.Option(help="Random seed; the same data and seed give the same metrics.")
@@ -67,6 +68,7 @@ def train_command(
     feature_service: Annotated[
         str, typer.Option(help="The Feast feature service to train on.")
     ] = "customer_profile_v1",
+    wait: WaitOption = 0.0,
 ) -> None:
     """Train a logistic-regression baseline and gradient boosting on an out-of-time split, log the
     run in MLflow, and register the better one as `churn-model@challenger`."""
@@ -74,6 +76,7 @@ def train_command(
     from churnops.training.train import train
 
     ws = workspace(home)
+    writer_lock(ctx, ws, wait=wait)
     store = open_store(home=ws.home)
     if not is_applied(store):
         apply(store)
