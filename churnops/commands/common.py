@@ -84,6 +84,7 @@ def writer_lock(ctx: typer.Context, ws: Workspace, *, wait: float) -> None:
     Raises:
         typer.Exit: Exit 2 with a one-paragraph message naming the holder, when the lock stays taken.
     """
+
     def say_waiting(holder: Holder | None) -> None:
         who = holder.describe() if holder is not None else "another process"
         err_console.print(
