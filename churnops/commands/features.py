@@ -128,11 +128,12 @@ def materialize_command(
     wait: WaitOption = 0.0,
 ) -> None:
     """Snapshot every customer as of --at, append it offline and load the online store."""
+    ws = workspace(home)
+    # Before the slow imports (Feast): a second writer learns at once that it must wait.
+    writer_lock(ctx, ws, wait=wait)
     from churnops.contracts.feature_contract import load_feature_contract
     from churnops.features.materialize import materialize
 
-    ws = workspace(home)
-    writer_lock(ctx, ws, wait=wait)
     store = _store(ctx, ws, wait=wait)
     try:
         report = materialize(

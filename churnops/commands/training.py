@@ -72,11 +72,12 @@ def train_command(
 ) -> None:
     """Train a logistic-regression baseline and gradient boosting on an out-of-time split, log the
     run in MLflow, and register the better one as `churn-model@challenger`."""
+    ws = workspace(home)
+    # Before the slow imports (Feast, MLflow): a second writer learns at once that it must wait.
+    writer_lock(ctx, ws, wait=wait)
     from churnops.features.store import apply, is_applied, open_store
     from churnops.training.train import train
 
-    ws = workspace(home)
-    writer_lock(ctx, ws, wait=wait)
     store = open_store(home=ws.home)
     if not is_applied(store):
         apply(store)
