@@ -16,6 +16,7 @@ from typer.core import TyperGroup
 from churnops.commands import data, demo, features, ingest, monitoring, serving, training
 from churnops.commands.common import fail
 from churnops.errors import ChurnopsError
+from churnops.storage.modes import private_umask
 
 
 class _Commands(TyperGroup):
@@ -41,8 +42,10 @@ app = typer.Typer(
 
 
 @app.callback()
-def main() -> None:
+def main(ctx: typer.Context) -> None:
     """churnops: every command takes --home (env CHURNOPS_HOME) to choose the workspace."""
+    # Every file a command creates is 0600 and every folder 0700 (see churnops.storage.modes).
+    ctx.with_resource(private_umask())
     # Our output is the Rich tables; the libraries' deprecation chatter and INFO logs are noise to a
     # user (they remain visible under pytest, where they matter).
     warnings.filterwarnings("ignore", category=DeprecationWarning)

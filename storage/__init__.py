@@ -10,4 +10,6 @@ Modules:
     times: UTC and epoch-microsecond conversions.
     layout: the folders of a home (`$CHURNOPS_HOME`), relative to it.
     keys: hashed API keys for the contract's approved consumers.
+    lock: `workspace_lock`, one writer per home (`fcntl.flock`, freed by the kernel when its holder dies).
+    modes: files private to the account (0600/0700); `private_umask` for the command line.
 """

@@ -11,18 +11,21 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from churnops.storage.modes import PRIVATE_FILE_MODE
+
 # Writes a file's content to the path it is given, then puts it in place: `write_atomic`, or
 # `StagedFiles.write` to hold it back until a multi-file commit.
 FileWriter = Callable[[Path, Callable[[Path], object]], Path]
 
 
-def write_atomic(path: Path, write: Callable[[Path], object], *, mode: int | None = None) -> Path:
+def write_atomic(path: Path, write: Callable[[Path], object], *, mode: int = PRIVATE_FILE_MODE) -> Path:
     """Let `write` fill a temporary file beside `path`, then rename it into place in one step.
 
     Args:
         path: The final file (parent folders are created).
         write: Writes the content to the temporary path it is given.
-        mode: Permission bits to give the file before it becomes visible (e.g. 0o600 for secrets).
+        mode: Permission bits to give the file before it becomes visible; private (0600) unless a
+            caller means the file to be shared (see `churnops.storage.modes`).
 
     Returns:
         The final path.
@@ -34,8 +37,8 @@ def write_atomic(path: Path, write: Callable[[Path], object], *, mode: int | Non
     tmp = Path(name)
     try:
         write(tmp)
-        if mode is not None:
-            os.chmod(tmp, mode)
+        # Explicit, whatever the umask: a writer may replace the temporary file with its own.
+        os.chmod(tmp, mode)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

@@ -25,6 +25,9 @@ FEAST_DIR = DATA_DIR / "feast"
 AUDIT_DB = DATA_DIR / "audit.db"
 PREDICTIONS_DIR = DATA_DIR / "predictions"
 API_KEYS_FILE = DATA_DIR / "serving" / "api_keys.json"
+# One writer per home (`churnops.storage.lock`): the flock target and its holder record.
+LOCK_FILE = DATA_DIR / ".churnops.lock"
+LOCK_HOLDER_FILE = DATA_DIR / ".churnops.lock.json"
 
 MLRUNS_DIR = Path("mlruns")
 TRACKING_DB = MLRUNS_DIR / "mlflow.db"

@@ -18,6 +18,7 @@ from churnops.monitoring.gate import GateError
 from churnops.monitoring.inputs import InputProblem
 from churnops.monitoring.quality import QualityInputError
 from churnops.serving.models import ModelLoadError
+from churnops.storage.lock import WorkspaceLockedError
 
 runner = CliRunner()
 
@@ -38,6 +39,11 @@ runner = CliRunner()
 def test_every_bad_input_error_is_one_family(error: type[Exception], code: int) -> None:
     assert issubclass(error, ChurnopsError)
     assert error.exit_code == code
+
+
+def test_a_locked_workspace_is_bad_input() -> None:
+    assert issubclass(WorkspaceLockedError, ChurnopsError)
+    assert WorkspaceLockedError.exit_code == BAD_INPUT
 
 
 def test_the_old_bases_still_catch_them() -> None:

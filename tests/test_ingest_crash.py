@@ -300,3 +300,19 @@ def test_the_command_says_what_recovery_did_and_which_batches_were_committed(
     # customers.csv was committed by the killed run (it came first) and is skipped now.
     assert "customers: skipped: this exact file (same content hash)" in output
     assert output.endswith("Committed in this run: usage_events (usage_events.csv)")
+
+
+def test_features_build_finishes_a_killed_commit_before_reading_the_lake(
+    tmp_path: Path, world: dict[str, Any]
+) -> None:
+    # Killed half-way through its renames: a snapshot built now would read half a batch, so the
+    # next writer of the features recovers the lake first.
+    home = tmp_path / "home"
+    _ingest(home, world["first"])
+    _crash(home, world["second"], "usage_events:renamed-6")
+    code, output = _cli("features", "build", "--home", str(home), "--until", "2026-01-12T00:00:00Z")
+    assert code == 0, output
+    usage_batch = {b.source: b for b in world["report"].batches}["usage_events"].batch
+    assert f"recovery: usage_events/{usage_batch}: killed after its commit point" in output
+    assert _readable(home, "usage_events") == _readable(world["control"], "usage_events")
+    assert not [p for p in home.rglob("*") if p.name.endswith(".tmp")]

@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 
 from churnops.settings import Workspace, open_workspace
+from churnops.storage.lock import LOCK_WAIT_ENV, Holder, workspace_lock
 
 console = Console()
 err_console = Console(stderr=True)
@@ -53,3 +54,53 @@ def fail(message: str, *, code: int = 1) -> typer.Exit:
     # soft_wrap: a path in the message stays whole (Rich wraps at 80 columns without a terminal).
     err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     return typer.Exit(code)
+
+
+WaitOption = Annotated[
+    float,
+    typer.Option(
+        "--wait",
+        envvar=LOCK_WAIT_ENV,
+        min=0,
+        metavar="SECONDS",
+        help="When another command is writing this workspace, wait up to SECONDS for it to finish "
+        "(default 0: stop at once with exit 2, naming it).",
+    ),
+]
+
+
+def writer_lock(ctx: typer.Context, ws: Workspace, *, wait: float) -> None:
+    """Hold the workspace's writer lock until the running command ends.
+
+    The lock is entered on the command's Click context, so it is released when the command
+    returns or fails, without indenting the command's body; a nested call is re-entrant.
+
+    Args:
+        ctx: The running command's context.
+        ws: The workspace the command writes.
+        wait: Seconds to wait for another writer (the `--wait` option).
+
+    Raises:
+        typer.Exit: Exit 2 with a one-paragraph message naming the holder, when the lock stays taken.
+    """
+
+    def say_waiting(holder: Holder | None) -> None:
+        who = holder.describe() if holder is not None else "another process"
+        err_console.print(
+            f"[yellow]waiting[/] up to {wait:g} s for the workspace lock on {ws.home}, held by {who}",
+            highlight=False,
+            soft_wrap=True,
+        )
+
+    # A WorkspaceLockedError is a ChurnopsError: the command group prints it and exits 2.
+    acquired = ctx.with_resource(
+        workspace_lock(home=ws.home, command=ctx.command_path, wait=wait, on_wait=say_waiting)
+    )
+    if acquired.stale is not None:
+        err_console.print(
+            f"[yellow]note:[/] took over the workspace lock of {ws.home} from a stale record: "
+            f"{acquired.stale.describe()}; that process ended without releasing it. Check what it "
+            "was writing (e.g. `churnops contracts check`) before relying on its output.",
+            highlight=False,
+            soft_wrap=True,
+        )

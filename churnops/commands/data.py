@@ -9,10 +9,11 @@ from typing import Annotated, Literal
 import typer
 from rich.table import Table
 
-from churnops.commands.common import HomeOption, console, fail, workspace
+from churnops.commands.common import HomeOption, WaitOption, console, fail, workspace, writer_lock
 
 
 def generate(
+    ctx: typer.Context,
     home: HomeOption = None,
     customers: Annotated[int, typer.Option(help="Number of customers.", min=1)] = 2000,
     days: Annotated[int, typer.Option(help="Length of the history window in days.", min=1)] = 120,
@@ -32,6 +33,7 @@ def generate(
     out: Annotated[
         Path | None, typer.Option(help="Output folder (default: <home>/data/landing).", show_default=False)
     ] = None,
+    wait: WaitOption = 0.0,
 ) -> None:
     """Write the five synthetic sources (customers, usage_events, support_tickets, billing, churn_labels)."""
     if fmt not in ("csv", "parquet"):
@@ -39,6 +41,9 @@ def generate(
     from churnops.synthetic.generate import generate as run_generate
 
     ws = workspace(home)
+    if out is None or out.resolve().is_relative_to(ws.home):
+        # Files inside a home are what its `ingest` reads: written by one writer at a time.
+        writer_lock(ctx, ws, wait=wait)
     file_format: Literal["csv", "parquet"] = "csv" if fmt == "csv" else "parquet"
     try:
         result = run_generate(

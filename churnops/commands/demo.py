@@ -8,18 +8,22 @@ import typer
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from churnops.commands.common import HomeOption, console, fail, workspace
+from churnops.commands.common import HomeOption, WaitOption, console, fail, workspace, writer_lock
 from churnops.pipeline import DemoOptions, Step, StepResult, run_pipeline
 
 
 def demo(
+    ctx: typer.Context,
     home: HomeOption = None,
     customers: Annotated[int, typer.Option(help="Customers to generate.", min=1)] = 2000,
     days: Annotated[int, typer.Option(help="Days of history to generate.", min=1)] = 120,
     seed: Annotated[int, typer.Option(help="Random seed for generation and training.")] = 42,
+    wait: WaitOption = 0.0,
 ) -> None:
     """Run every stage in order on the embedded default (no servers), then print a summary."""
     ws = workspace(home)
+    # Taken once for the whole run: the steps call the stages directly and take no lock themselves.
+    writer_lock(ctx, ws, wait=wait)
     opts = DemoOptions(customers=customers, days=days, seed=seed)
     console.print(f"[bold]churnops demo[/] in {ws.home}")
     with Progress(

@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from churnops.commands.common import HomeOption, console, fail, workspace
+from churnops.commands.common import HomeOption, WaitOption, console, fail, workspace, writer_lock
+from churnops.settings import Workspace
 
 if TYPE_CHECKING:
     from feast import FeatureStore
@@ -27,19 +28,32 @@ def _time(value: str | None, option: str) -> datetime | None:
         raise fail(f"{option} {value!r} is not an ISO-8601 time such as 2026-07-24T13:05:00Z") from exc
 
 
+def _recover_lake(ws: Workspace) -> None:
+    """Finish or undo what a killed `ingest` left, so the snapshots read a lake of whole batches."""
+    from churnops.ingestion.recovery import recover
+
+    done = recover(lake_dir=ws.lake, quarantine_dir=ws.quarantine, log_db=ws.ingestion_log)
+    for line in done.messages():
+        console.print(f"recovery: {line}", highlight=False)
+
+
 @features_app.command("build")
 def build(
+    ctx: typer.Context,
     home: HomeOption = None,
     until: Annotated[
         str | None, typer.Option(help="Build boundaries up to this time (default: now).")
     ] = None,
     full: Annotated[bool, typer.Option("--full", help="Recompute every snapshot.")] = False,
+    wait: WaitOption = 0.0,
 ) -> None:
     """Compute customer_profile snapshots from the lake (new days and late-touched snapshots only)."""
     from churnops.contracts.feature_contract import load_feature_contract
     from churnops.features.build import build_features
 
     ws = workspace(home)
+    writer_lock(ctx, ws, wait=wait)
+    _recover_lake(ws)
     try:
         report = build_features(
             lake_dir=ws.lake,
@@ -59,29 +73,35 @@ def build(
 
 
 @features_app.command("apply")
-def apply_command(home: HomeOption = None) -> None:
+def apply_command(ctx: typer.Context, home: HomeOption = None, wait: WaitOption = 0.0) -> None:
     """Register the Feast entity, source, view and service and create the online table (`feast apply`)."""
     from churnops.features.store import apply, open_store
 
     ws = workspace(home)
+    writer_lock(ctx, ws, wait=wait)
     apply(open_store(home=ws.home))
     console.print(f"applied the Feast definitions for {ws.home}")
 
 
-def _store(home: Path) -> FeatureStore:
+def _store(ctx: typer.Context, ws: Workspace, *, wait: float) -> FeatureStore:
     from churnops.features.store import apply, is_applied, open_store
 
-    store = open_store(home=home)
+    store = open_store(home=ws.home)
     if not is_applied(store):
+        # Registering the definitions writes the registry, so even a reading command takes the lock
+        # for it (re-entrant: `materialize` already holds it).
+        writer_lock(ctx, ws, wait=wait)
         apply(store)
     return store
 
 
 def training_set(
+    ctx: typer.Context,
     entities: Annotated[Path, typer.Option(help="Parquet or CSV with customer_id and event_timestamp.")],
     out: Annotated[Path, typer.Option(help="Where to write the training set (.parquet or .csv).")],
     feature_service: Annotated[str, typer.Option(help="The Feast feature service.")] = "customer_profile_v1",
     home: HomeOption = None,
+    wait: WaitOption = 0.0,
 ) -> None:
     """Point-in-time training set for entity rows, through Feast get_historical_features."""
     import pandas as pd
@@ -94,7 +114,7 @@ def training_set(
     if entities.suffix not in (".parquet", ".csv") or out.suffix not in (".parquet", ".csv"):
         raise fail("--entities and --out must be .parquet or .csv files")
     frame = pd.read_parquet(entities) if entities.suffix == ".parquet" else pd.read_csv(entities)
-    store = _store(ws.home)
+    store = _store(ctx, ws, wait=wait)
     try:
         result = get_training_set(store=store, entities=frame, feature_service=feature_service)
     except ValueError as exc:
@@ -112,15 +132,20 @@ def training_set(
 
 
 def materialize_command(
+    ctx: typer.Context,
     at: Annotated[str | None, typer.Option(help="Refresh time, ISO-8601 (default: now).")] = None,
     home: HomeOption = None,
+    wait: WaitOption = 0.0,
 ) -> None:
     """Snapshot every customer as of --at, append it offline and load the online store."""
+    ws = workspace(home)
+    # Before the slow imports (Feast): a second writer learns at once that it must wait.
+    writer_lock(ctx, ws, wait=wait)
+    _recover_lake(ws)
     from churnops.contracts.feature_contract import load_feature_contract
     from churnops.features.materialize import materialize
 
-    ws = workspace(home)
-    store = _store(ws.home)
+    store = _store(ctx, ws, wait=wait)
     try:
         report = materialize(
             store=store,
@@ -140,10 +165,12 @@ def materialize_command(
 
 
 def parity_command(
+    ctx: typer.Context,
     at: Annotated[
         str | None, typer.Option(help="Time to compare (default: the last materialization).")
     ] = None,
     home: HomeOption = None,
+    wait: WaitOption = 0.0,
 ) -> None:
     """Compare online values with offline point-in-time values; exit 1 beyond the contract's tolerance."""
     from churnops.contracts.feature_contract import load_feature_contract
@@ -152,7 +179,7 @@ def parity_command(
 
     ws = workspace(home)
     contract = load_feature_contract()
-    store = _store(ws.home)
+    store = _store(ctx, ws, wait=wait)
     when = _time(at, "--at") or last_materialized(store, contract)
     if when is None:
         raise fail("nothing was materialized yet: run `churnops materialize` first, or pass --at")

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
-from churnops.commands.common import HomeOption, console, fail, workspace
+from churnops.commands.common import HomeOption, WaitOption, console, fail, workspace, writer_lock
 from churnops.errors import ChurnopsError
 
 if TYPE_CHECKING:
@@ -21,6 +21,7 @@ contracts_app = typer.Typer(
 
 
 def ingest(
+    ctx: typer.Context,
     home: HomeOption = None,
     source: Annotated[
         Path | None,
@@ -45,11 +46,13 @@ def ingest(
             show_default=False,
         ),
     ] = None,
+    wait: WaitOption = 0.0,
 ) -> None:
     """Validate landing files against the source contracts and merge accepted rows into the lake."""
     from churnops.ingestion.ingest import ingest as run_ingest
 
     ws = workspace(home)
+    writer_lock(ctx, ws, wait=wait)
     landing = source or ws.landing
     try:
         report = run_ingest(

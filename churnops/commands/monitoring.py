@@ -16,7 +16,15 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
-from churnops.commands.common import HomeOption, console, err_console, fail, workspace
+from churnops.commands.common import (
+    HomeOption,
+    WaitOption,
+    console,
+    err_console,
+    fail,
+    workspace,
+    writer_lock,
+)
 from churnops.errors import ChurnopsError
 from churnops.settings import Workspace
 
@@ -298,6 +306,7 @@ def quality(
 
 
 def promote(
+    ctx: typer.Context,
     home: HomeOption = None,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Show the decision; move and record nothing.")
@@ -310,9 +319,13 @@ def promote(
         typer.Option(help="Why (required with --force; recorded in the audit).", show_default=False),
     ] = None,
     current: CurrentOption = None,
+    wait: WaitOption = 0.0,
 ) -> None:
     """Run the promotion gate; move alias `champion` to the challenger when it passes (exit 1 if refused)."""
     ws = workspace(home)
+    if not dry_run:
+        # A dry run moves and records nothing, so it may run beside a writer.
+        writer_lock(ctx, ws, wait=wait)
     try:
         gate = run_gate(ws, dry_run=dry_run, force=force, reason=reason, current_file=current)
     except ChurnopsError as exc:
@@ -325,16 +338,19 @@ def promote(
 
 
 def rollback(
+    ctx: typer.Context,
     home: HomeOption = None,
     reason: Annotated[
         str | None, typer.Option(help="Why (recorded in the audit).", show_default=False)
     ] = None,
+    wait: WaitOption = 0.0,
 ) -> None:
     """Move alias `champion` back to the previous champion (audited)."""
     from churnops.monitoring.audit import current_user
     from churnops.monitoring.registry import rollback as run_rollback
 
     ws = workspace(home)
+    writer_lock(ctx, ws, wait=wait)
     try:
         done = run_rollback(
             client=mlflow_client(ws),

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from churnops.commands.common import HomeOption, console, fail, workspace
+from churnops.commands.common import HomeOption, WaitOption, console, fail, workspace, writer_lock
 from churnops.settings import Workspace
 from churnops.storage.layout import API_KEYS_FILE
 
@@ -105,11 +105,14 @@ def serve(
 
 @keys_app.command("create")
 def create_key_command(
+    ctx: typer.Context,
     consumer: Annotated[str, typer.Argument(help="An approved consumer from the feature contract.")],
     home: HomeOption = None,
+    wait: WaitOption = 0.0,
 ) -> None:
     """Create an API key for an approved consumer; the key is printed once and stored only hashed."""
     ws = workspace(home)
+    writer_lock(ctx, ws, wait=wait)
     from churnops.contracts.feature_contract import load_feature_contract
     from churnops.storage.keys import create_key
 

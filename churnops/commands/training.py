@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
-from churnops.commands.common import HomeOption, console, fail, workspace
+from churnops.commands.common import HomeOption, WaitOption, console, fail, workspace, writer_lock
 
 if TYPE_CHECKING:
     from churnops.training.train import TrainResult
@@ -60,6 +60,7 @@ def summary_tables(result: TrainResult) -> list[Table]:
 
 
 def train_command(
+    ctx: typer.Context,
     home: HomeOption = None,
     seed: Annotated[
         int, typer.Option(help="Random seed; the same data and seed give the same metrics.")
@@ -67,13 +68,16 @@ def train_command(
     feature_service: Annotated[
         str, typer.Option(help="The Feast feature service to train on.")
     ] = "customer_profile_v1",
+    wait: WaitOption = 0.0,
 ) -> None:
     """Train a logistic-regression baseline and gradient boosting on an out-of-time split, log the
     run in MLflow, and register the better one as `churn-model@challenger`."""
+    ws = workspace(home)
+    # Before the slow imports (Feast, MLflow): a second writer learns at once that it must wait.
+    writer_lock(ctx, ws, wait=wait)
     from churnops.features.store import apply, is_applied, open_store
     from churnops.training.train import train
 
-    ws = workspace(home)
     store = open_store(home=ws.home)
     if not is_applied(store):
         apply(store)
