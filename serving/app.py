@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
 
+from churnops.contracts.entity import entity_id_format
 from churnops.contracts.feature_contract import FeatureContract, load_feature_contract
 from churnops.serving import routers
 from churnops.serving.batcher import MicroBatcher
@@ -23,7 +24,7 @@ from churnops.serving.features import OnlineFeatureReader, probe_frame
 from churnops.serving.metrics import MetricsMiddleware, ServingMetrics
 from churnops.serving.models import ModelSet, ModelWatcher
 from churnops.serving.prediction_log import PredictionLog
-from churnops.serving.schemas import ErrorBody
+from churnops.serving.schemas import CUSTOMER_ID_FORMAT, ErrorBody
 from churnops.serving.scorer import Scorer
 from churnops.serving.settings import ServingSettings
 from churnops.serving.state import Runtime, ServiceState
@@ -162,6 +163,11 @@ def create_app(
     if (store is None) == (store_factory is None):
         raise ValueError("give exactly one of store (an open FeatureStore) or store_factory")
     contract = contract or load_feature_contract()
+    if entity_id_format(contract) != CUSTOMER_ID_FORMAT:
+        raise ValueError(
+            f"contract {contract.name} v{contract.version} gives entity ids the format "
+            f"{entity_id_format(contract)!r}, but the request schemas enforce {CUSTOMER_ID_FORMAT!r}"
+        )
     service = ServiceState(settings=settings, metrics=ServingMetrics(endpoints=set(ENDPOINTS)))
 
     @asynccontextmanager
