@@ -28,7 +28,7 @@ from churnops.serving.schemas import CUSTOMER_ID_FORMAT, ErrorBody
 from churnops.serving.scorer import Scorer
 from churnops.serving.settings import ServingSettings
 from churnops.serving.state import Runtime, ServiceState
-from churnops.storage.keys import load_key_hashes
+from churnops.storage.keys import KeyRing
 
 if TYPE_CHECKING:
     from feast import FeatureStore
@@ -109,7 +109,11 @@ def start_runtime(
     watcher = _watcher(
         tracking_uri=tracking_uri, contract=contract, reader=reader, settings=settings, metrics=metrics
     )
-    key_hashes = load_key_hashes(keys_file=settings.keys_file) if settings.require_keys else {}
+    keys = (
+        KeyRing(keys_file=settings.keys_file, interval_s=settings.keys_reload_interval_s)
+        if settings.require_keys and settings.keys_file is not None
+        else None
+    )
     scorer = Scorer(reader=reader, models=watcher, log=prediction_log, settings=settings, metrics=metrics)
     prediction_log.start()
     watcher.start()
@@ -121,7 +125,7 @@ def start_runtime(
         reader=reader,
         watcher=watcher,
         log=prediction_log,
-        key_hashes=key_hashes,
+        keys=keys,
         scorer=scorer,
         batcher=MicroBatcher(score=scorer.score_singles),
     )

@@ -16,6 +16,8 @@ class ServingSettings(BaseModel):
         predictions_dir: Folder of the prediction log (`predictions.db` is written inside).
         keys_file: The hashed API keys file; read only when `require_keys` is on.
         require_keys: Refuse prediction requests without a valid `X-API-Key` (401).
+        keys_reload_interval_s: Longest time a change to the keys file (a revoked or new key)
+            goes unnoticed; 0 checks the file on every request.
         shadow: Score the `@challenger` too (off the request path) and log both predictions.
         model_name: The registered MLflow model.
         champion_alias: The alias whose version answers requests.
@@ -34,6 +36,7 @@ class ServingSettings(BaseModel):
     predictions_dir: Path
     keys_file: Path | None = None
     require_keys: bool = False
+    keys_reload_interval_s: float = Field(default=1.0, ge=0, le=60)
     shadow: bool = True
     model_name: str = REGISTERED_MODEL
     champion_alias: str = CHAMPION
