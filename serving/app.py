@@ -2,7 +2,8 @@
 
 The parts live in their own modules: request/response bodies in `serving.schemas`, error
 responses in `serving.errors`, API keys in `serving.auth`, the routes in `serving.routers`,
-scoring in `serving.scorer` and the micro-batcher in `serving.batcher`.
+scoring in `serving.scorer`, the micro-batcher in `serving.batcher`, the body deadline in
+`serving.limits` and the offline Swagger UI and OpenAPI adjustments in `serving.docs`.
 """
 
 from __future__ import annotations
@@ -19,8 +20,10 @@ from churnops.contracts.entity import entity_id_format
 from churnops.contracts.feature_contract import FeatureContract, load_feature_contract
 from churnops.serving import routers
 from churnops.serving.batcher import MicroBatcher
+from churnops.serving.docs import describe_keys, install_docs
 from churnops.serving.errors import install_exception_handlers
 from churnops.serving.features import OnlineFeatureReader, probe_frame
+from churnops.serving.limits import BodyDeadline
 from churnops.serving.metrics import MetricsMiddleware, ServingMetrics
 from churnops.serving.models import ModelSet, ModelWatcher
 from churnops.serving.prediction_log import PredictionLog
@@ -191,18 +194,24 @@ def create_app(
             stop_runtime(runtime)
             service.runtime = None
 
+    title = "churnops prediction service"
     app = FastAPI(
-        title="churnops prediction service",
+        title=title,
         version="1",
         description=f"Churn probability per customer from Feast online features "
         f"({contract.name} v{contract.version}) and the `{settings.model_name}@{settings.champion_alias}` "
         "model.",
         lifespan=lifespan,
         responses={status: {"model": ErrorBody} for status in (400, 401, 422, 503)},
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.service = service
+    app.add_middleware(BodyDeadline, timeout_s=settings.body_timeout_s)
     app.add_middleware(MetricsMiddleware, metrics=service.metrics)
     install_exception_handlers(app)
     for router in (routers.predictions, routers.probes, routers.metrics):
         app.include_router(router)
+    install_docs(app, title=title)
+    describe_keys(app, require_keys=settings.require_keys)
     return app

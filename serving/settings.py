@@ -29,6 +29,7 @@ class ServingSettings(BaseModel):
         max_batch: Most customer ids one `/predict/batch` request may carry.
         log_flush_interval_s: Longest time a prediction waits in memory before it is written.
         log_batch_rows: Most predictions written in one transaction.
+        body_timeout_s: Longest time a request body may take to arrive (408 past it).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -48,6 +49,7 @@ class ServingSettings(BaseModel):
     max_batch: int = Field(default=1000, ge=1, le=10_000)
     log_flush_interval_s: float = Field(default=0.5, gt=0)
     log_batch_rows: int = Field(default=2000, ge=1)
+    body_timeout_s: float = Field(default=10.0, gt=0)
 
     @model_validator(mode="after")
     def _consistent(self) -> ServingSettings:
