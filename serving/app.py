@@ -20,7 +20,7 @@ from churnops.contracts.entity import entity_id_format
 from churnops.contracts.feature_contract import FeatureContract, load_feature_contract
 from churnops.serving import routers
 from churnops.serving.batcher import MicroBatcher
-from churnops.serving.docs import describe_keys, install_docs
+from churnops.serving.docs import describe_service, install_docs
 from churnops.serving.errors import install_exception_handlers
 from churnops.serving.features import OnlineFeatureReader, probe_frame
 from churnops.serving.limits import BodyDeadline
@@ -213,5 +213,5 @@ def create_app(
     for router in (routers.predictions, routers.probes, routers.metrics):
         app.include_router(router)
     install_docs(app, title=title)
-    describe_keys(app, require_keys=settings.require_keys)
+    describe_service(app, require_keys=settings.require_keys, max_batch=settings.max_batch)
     return app

@@ -3,7 +3,8 @@
 `/docs` loads Swagger UI from the `fastapi-offline` package's static files (Swagger UI 5, which
 renders OpenAPI 3.1), so the docs work on a machine with no internet and no page of the service
 makes the browser contact another host. The OpenAPI document says what the service really does:
-the `X-API-Key` scheme and the 401 answer appear only when keys are required.
+the `X-API-Key` scheme and the 401 answer appear only when keys are required, and a batch holds
+1 to this service's `max_batch` ids (the route checks both, with its own error codes).
 """
 
 from __future__ import annotations
@@ -50,12 +51,14 @@ def _without_api_key(schema: dict[str, Any]) -> None:
             operation.get("responses", {}).pop("401", None)
 
 
-def describe_keys(app: FastAPI, *, require_keys: bool) -> None:
-    """Make the OpenAPI document declare `X-API-Key` (and 401) only when keys are required.
+def describe_service(app: FastAPI, *, require_keys: bool, max_batch: int) -> None:
+    """Make the OpenAPI document state this service's API-key use and batch limits.
 
     Args:
         app: The application.
-        require_keys: Whether the service refuses requests without a valid key.
+        require_keys: Whether the service refuses requests without a valid key; when not, the
+            `X-API-Key` scheme and the 401 answers are left out.
+        max_batch: Most ids one `/predict/batch` request may carry.
     """
     generate = app.openapi
 
@@ -64,6 +67,8 @@ def describe_keys(app: FastAPI, *, require_keys: bool) -> None:
             schema = generate()
             if not require_keys:
                 _without_api_key(schema)
+            ids = schema["components"]["schemas"]["BatchRequest"]["properties"]["customer_ids"]
+            ids.update(minItems=1, maxItems=max_batch)
         return app.openapi_schema  # type: ignore[return-value]
 
     app.openapi = openapi  # type: ignore[method-assign]

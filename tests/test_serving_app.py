@@ -666,6 +666,8 @@ def test_openapi_declares_api_keys_only_when_required_and_metrics_as_text(setup:
         assert list(schema["paths"]["/metrics"]["get"]["responses"]["200"]["content"]) == ["text/plain"]
         id_schema = schema["components"]["schemas"]["PredictRequest"]["properties"]["customer_id"]
         assert id_schema["pattern"] == "^CUST-[0-9]{6}$"
+        batch = schema["components"]["schemas"]["BatchRequest"]["properties"]["customer_ids"]
+        assert (batch["minItems"], batch["maxItems"]) == (1, 1000)
 
 
 def test_a_body_that_stalls_gets_408_and_the_connection_closed(setup: Setup) -> None:
@@ -804,7 +806,7 @@ def test_sigkill_loses_no_answered_prediction_and_key_changes_apply_without_rest
         )
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def api_schema(setup: Setup) -> Iterator[Any]:
     from schemathesis.python.asgi import shutdown_lifespans
 
@@ -813,19 +815,34 @@ def api_schema(setup: Setup) -> Iterator[Any]:
         tracking_uri=setup.tracking_uri,
         settings=_settings(setup, "fuzz", shadow=True),
     )
-    # In process: schemathesis's ASGI client starts the app's lifespan (store, models, log).
+    # In process: schemathesis's ASGI client starts the app's lifespan (store, models, log), and
+    # its pytest plugin ends it after each test: one app per test, as uvicorn runs one lifespan.
     yield schemathesis.openapi.from_asgi("/openapi.json", app)
     shutdown_lifespans()
 
 
-@schemathesis.pytest.from_fixture("api_schema").parametrize()
-@hypothesis.settings(
-    max_examples=50,
-    derandomize=True,  # the same cases on every run and machine: a fixed seed
-    database=None,
-    deadline=None,
-    suppress_health_check=list(hypothesis.HealthCheck),
-)
-def test_every_operation_matches_its_openapi_document_under_fuzzing(case: Any) -> None:
-    # No 5xx, and every status, header, content type and body as the document declares.
-    case.call_and_validate()
+OPERATIONS = {"POST /predict", "POST /predict/batch", "GET /health", "GET /ready", "GET /metrics"}
+
+
+@pytest.mark.parametrize("mode", ["positive", "negative"])
+def test_every_operation_matches_its_openapi_document_under_fuzzing(api_schema: Any, mode: str) -> None:
+    operations = [result.ok() for result in api_schema.get_all_operations()]
+    assert {f"{o.method.upper()} {o.path}" for o in operations} == OPERATIONS
+    for operation in operations:
+        if mode == "negative" and operation.method.upper() == "GET":
+            continue  # the GET operations take no parameters and no body: nothing to make invalid
+        strategy = operation.as_strategy(generation_mode=schemathesis.GenerationMode(mode))
+
+        @hypothesis.given(case=strategy)
+        @hypothesis.settings(
+            max_examples=50,
+            derandomize=True,  # the same cases on every run and machine: a fixed seed
+            database=None,
+            deadline=None,
+            suppress_health_check=list(hypothesis.HealthCheck),
+        )
+        def check(case: Any) -> None:
+            # No 5xx, and every status, header, content type and body as the document declares.
+            case.call_and_validate()
+
+        check()
