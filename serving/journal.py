@@ -47,7 +47,9 @@ def encode(rows: list[tuple[Any, ...]]) -> bytes:
     Returns:
         The line, newline-terminated.
     """
-    return json.dumps(rows, default=_plain, separators=(",", ":")).encode("utf-8") + b"\n"
+    # Rows hold no containers that could refer to themselves: skip the circularity bookkeeping.
+    line = json.dumps(rows, default=_plain, separators=(",", ":"), check_circular=False)
+    return line.encode("utf-8") + b"\n"
 
 
 class Journal:

@@ -231,6 +231,8 @@ class PredictionLog:
         predicted_at = entry.predicted_at.isoformat()
         name, version = entry.champion.name, entry.champion.version
         features = zip(*(entry.features[c] for c in self._columns), strict=True)
+        # Rows of one call mostly share a snapshot boundary: format each distinct one once.
+        snapshots = {s: s.isoformat() for s in set(entry.snapshot_ts) if s is not None}
         rows = []
         for i, values in enumerate(features):
             snapshot = entry.snapshot_ts[i]
@@ -245,7 +247,7 @@ class PredictionLog:
                     entry.probabilities[i],
                     entry.risk_bands[i],
                     entry.statuses[i],
-                    None if snapshot is None else snapshot.isoformat(),
+                    None if snapshot is None else snapshots[snapshot],
                     0 if snapshot is None else 1,
                     *values,
                 )
