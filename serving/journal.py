@@ -10,10 +10,13 @@ reads; the journal only bridges the time until the background writer has committ
 The writer records, in the same transaction as the rows, the journal position up to which the
 log is complete; segments wholly before it are deleted. On start-up, whatever lies after that
 position is replayed into the log (see `PredictionLog`). One line is one JSON array of rows.
+One service owns a journal at a time (`JournalLock`): a second one would replay, and delete, the
+segments the first is still writing.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
@@ -29,6 +32,46 @@ class Position(NamedTuple):
 
     segment: int
     offset: int
+
+
+class JournalInUse(RuntimeError):
+    """Another live process owns the journal (and so the prediction log)."""
+
+
+class JournalLock:
+    """An exclusive `flock` on `<folder>/LOCK`, held while a service owns the journal.
+
+    The kernel drops it when the process ends, however it ends, so a killed service never
+    leaves a stale lock behind.
+
+    Args:
+        folder: The journal's folder (created when missing, mode 0700).
+
+    Raises:
+        JournalInUse: When another process holds the lock; the message names its pid.
+    """
+
+    def __init__(self, *, folder: Path) -> None:
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        path = folder / "LOCK"
+        self._fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o600)
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(self._fd, 32, 0).decode("ascii", errors="replace").strip() or "unknown"
+            os.close(self._fd)
+            raise JournalInUse(
+                f"the prediction log in {folder.parent} is in use by another service (pid {holder}); "
+                "give each service its own home (--home) or stop the other one"
+            ) from None
+        os.ftruncate(self._fd, 0)
+        os.pwrite(self._fd, str(os.getpid()).encode("ascii"), 0)
+
+    def release(self) -> None:
+        """Release the lock (closing the file drops the `flock`)."""
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
 
 
 def _plain(value: Any) -> Any:

@@ -27,7 +27,7 @@ from typing import Any
 
 import sqlite_utils
 
-from churnops.serving.journal import Journal, Position, encode, read_after, segments
+from churnops.serving.journal import Journal, JournalLock, Position, encode, read_after, segments
 from churnops.serving.models import LoadedModel
 
 log = logging.getLogger(__name__)
@@ -102,6 +102,9 @@ class PredictionLog:
         batch_rows: Most rows written in one transaction.
         max_queue: Most entries waiting; beyond it new entries are dropped and counted.
         segment_bytes: Size at which the journal moves on to a new segment file.
+
+    Raises:
+        JournalInUse: When another live service owns this prediction log.
     """
 
     def __init__(
@@ -128,9 +131,14 @@ class PredictionLog:
         schema = _schema(self._columns, feature_dtypes)
         names = ", ".join(f"[{c}]" for c in schema)
         self._insert = f"INSERT INTO [{TABLE}] ({names}) VALUES ({', '.join('?' * len(schema))})"
+        # Taken before the replay: a second service must not replay (and delete) live segments.
+        self._owner = JournalLock(folder=folder / JOURNAL_DIR)
         db = _open(self.path, schema)
         try:
             last = self._recover(db, folder / JOURNAL_DIR)
+        except BaseException:
+            self._owner.release()
+            raise
         finally:
             db.close()
         self._journal = Journal(
@@ -184,13 +192,16 @@ class PredictionLog:
         self._thread.start()
 
     def stop(self) -> None:
-        """Write what is queued, then stop the writer thread and close the journal."""
-        if self._thread is None:
-            return
-        self._stop.set()
-        self._thread.join(timeout=60)
-        self._thread = None
+        """Write what is queued (when the writer runs), then close the journal and release it.
+
+        Entries queued on a log that was never started stay in the journal, for the next start.
+        """
+        if self._thread is not None:
+            self._stop.set()
+            self._thread.join(timeout=60)
+            self._thread = None
         self._journal.close()
+        self._owner.release()
 
     def _drain(self) -> list[_Queued]:
         batch: list[_Queued] = []

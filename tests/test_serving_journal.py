@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import stat
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
 import sqlite_utils
 
-from churnops.serving.journal import segments
+from churnops.serving.journal import JournalInUse, segments
 from churnops.serving.models import LoadedModel
 from churnops.serving.prediction_log import DB_NAME, JOURNAL_DIR, LogEntry, PredictionLog
 
@@ -60,9 +62,11 @@ def test_entries_never_written_by_the_writer_are_recovered_at_the_next_start_onc
     for n in range(5):
         crashed.submit(_entry(n, known=n != 3))
     # The writer never ran: as after SIGKILL, only the journal holds the 5 answered rows.
+    crashed.stop()
     assert _logged(tmp_path) == []
     restarted = _log(tmp_path)
     assert restarted.stats.rows_recovered == 5
+    restarted.stop()
     rows = _logged(tmp_path)
     assert [r["request_id"] for r in rows] == [f"r{n}" for n in range(5)]
     assert [r["known"] for r in rows] == [1, 1, 1, 0, 1]
@@ -88,6 +92,7 @@ def test_a_line_cut_off_mid_write_is_skipped(tmp_path: Path) -> None:
     crashed = _log(tmp_path)
     crashed.submit(_entry(1))
     crashed.submit(_entry(2))
+    crashed.stop()
     [(_, path)] = segments(tmp_path / JOURNAL_DIR)
     path.write_bytes(path.read_bytes()[:-5])
     assert _log(tmp_path).stats.rows_recovered == 1
@@ -103,3 +108,18 @@ def test_the_log_and_its_journal_are_private_to_the_service_user(tmp_path: Path)
     assert stat.S_IMODE((folder / JOURNAL_DIR).stat().st_mode) == 0o700
     assert stat.S_IMODE((folder / DB_NAME).stat().st_mode) == 0o600
     assert stat.S_IMODE(segment.stat().st_mode) == 0o600
+    log.stop()
+
+
+def test_a_second_service_on_the_same_log_is_refused_until_the_first_is_gone(tmp_path: Path) -> None:
+    first = _log(tmp_path)
+    first.submit(_entry(1))
+    with pytest.raises(JournalInUse, match=rf"in use by another service \(pid {os.getpid()}\)"):
+        _log(tmp_path)
+    # The refused one replayed nothing: the first's entry is written once, by the first.
+    first.start()
+    first.stop()
+    second = _log(tmp_path)
+    assert second.stats.rows_recovered == 0
+    assert [r["request_id"] for r in _logged(tmp_path)] == ["r1"]
+    second.stop()
