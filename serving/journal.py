@@ -175,7 +175,7 @@ def segments(folder: Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
-def read_after(folder: Path, position: Position) -> Iterator[tuple[Position, list[list[Any]]]]:
+def read_after(*, folder: Path, position: Position) -> Iterator[tuple[Position, list[list[Any]]]]:
     """Every complete line after a position, in journal order.
 
     A last line without its newline was cut off mid-write, so its request was never answered;

@@ -149,7 +149,9 @@ class PredictionLog:
     def _recover(self, db: sqlite_utils.Database, journal: Path) -> int:
         """Replay what the journal holds after the committed position; return its last segment."""
         committed = _position(db)
-        replayed = [(*row, None, None) for _, rows in read_after(journal, committed) for row in rows]
+        replayed = [
+            (*row, None, None) for _, rows in read_after(folder=journal, position=committed) for row in rows
+        ]
         last = max([committed.segment, *(n for n, _ in segments(journal))])
         # Everything before segment `last + 1` is now in the log, where this process's journal
         # starts; a crash before the files below are deleted leaves nothing to replay twice.
