@@ -40,6 +40,8 @@ def install_docs(app: FastAPI, *, title: str) -> None:
             swagger_js_url=f"{ASSETS_URL}/swagger-ui-bundle.js",
             swagger_css_url=f"{ASSETS_URL}/swagger-ui.css",
             swagger_favicon_url=f"{ASSETS_URL}/favicon.png",
+            # Swagger UI would otherwise have the browser fetch a badge from validator.swagger.io.
+            swagger_ui_parameters={"validatorUrl": None},
         )
 
 

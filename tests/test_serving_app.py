@@ -649,6 +649,7 @@ def test_docs_load_only_from_the_service_itself(service: httpx.Client) -> None:
             asset = service.get(url)
             assert asset.status_code == 200 and len(asset.content) > 1000, url
     assert {"/docs/assets/swagger-ui-bundle.js", "/docs/assets/swagger-ui.css"} <= set(urls)
+    assert '"validatorUrl": null' in page.text  # no badge fetched from validator.swagger.io
 
 
 def test_openapi_declares_api_keys_only_when_required_and_metrics_as_text(setup: Setup) -> None:
