@@ -123,3 +123,15 @@ def test_a_second_service_on_the_same_log_is_refused_until_the_first_is_gone(tmp
     assert second.stats.rows_recovered == 0
     assert [r["request_id"] for r in _logged(tmp_path)] == ["r1"]
     second.stop()
+
+
+def test_a_log_written_before_the_known_column_gets_it(tmp_path: Path) -> None:
+    db = sqlite_utils.Database(tmp_path / DB_NAME)
+    db["predictions"].create({"request_id": str, "item": int, "sessions_30d": int})
+    db["predictions"].insert({"request_id": "old", "item": 0, "sessions_30d": 1})
+    db.close()
+    log = _log(tmp_path)
+    log.submit(_entry(2))
+    log.start()
+    log.stop()
+    assert [(r["request_id"], r["known"]) for r in _logged(tmp_path)] == [("old", None), ("r2", 1)]
