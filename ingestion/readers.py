@@ -24,6 +24,8 @@ EXTENSIONS: tuple[str, ...] = (".csv", ".parquet")
 _SNIFF_BYTES = 64 * 1024
 _PARQUET_MAGIC = b"PAR1"
 _OTHER_DELIMITERS = (";", "\t", "|")
+# What an error message shows instead of a value of a column the contract marks `pii: true`.
+REDACTED = "[redacted: pii]"
 
 
 class IngestError(ChurnopsError, ValueError):
@@ -128,14 +130,35 @@ def check_readable(path: Path, contract: SourceContract) -> list[str]:
             if delimiter in names[0]:
                 raise IngestError(
                     f"landing file {path} is separated by {delimiter!r}, not commas (its first line is one "
-                    f"field: {_clip(first_line)!r}): expected {expected}."
+                    f"field: {_shown(first_line, contract, delimiter=delimiter)!r}): expected {expected}."
                 )
     if not known.intersection(names):
         raise IngestError(
-            f"landing file {path} has no header line (its first line is {_clip(first_line)!r}, which names "
+            f"landing file {path} has no header line (its first line is {_shown(first_line, contract)!r}, "
+            "which names "
             f"none of the contract's columns): expected {expected}."
         )
     return header
+
+
+def _shown(line: str, contract: SourceContract, *, delimiter: str = ",") -> str:
+    """A first line as an error message may quote it: no value of a PII column, ever.
+
+    A line that may be a data row is shown with the values of the contract's PII columns
+    redacted, by position; when its field count does not match the contract's columns, the
+    positions mean nothing and only the header-like fields (column names) are shown.
+    """
+    pii = set(contract.pii_columns)
+    if not pii:
+        return _clip(line)
+    fields = next(csv.reader([line], delimiter=delimiter), [])
+    names = contract.column_names
+    if len(fields) == len(names):
+        shown = [REDACTED if name in pii and value.strip() not in names else value
+                 for name, value in zip(names, fields, strict=True)]  # fmt: skip
+    else:
+        shown = [value if value.strip() in names else REDACTED for value in fields]
+    return _clip(delimiter.join(shown))
 
 
 def _decode_head(path: Path, head: bytes, expected: str) -> str:
@@ -177,7 +200,18 @@ def read_landing_file(path: Path, contract: SourceContract) -> pa.Table:
                 f"landing file {path} names the column(s) {repeated} more than once: expected {expected}."
             )
         return table.rename_columns(names)
+    if _header_only(path):
+        # pyarrow cannot skip a header without a line break after it; no rows is a valid source.
+        return pa.table({h.strip(): pa.array([], pa.string()) for h in header})
     return _read_csv(path, header, expected)
+
+
+def _header_only(path: Path) -> bool:
+    """Whether a CSV file is one line, its header, with or without a final line break."""
+    if path.stat().st_size > _SNIFF_BYTES:
+        return False
+    text = path.read_bytes().decode("utf-8-sig", errors="replace").rstrip("\r\n")
+    return "\n" not in text and "\r" not in text
 
 
 def _read_csv(path: Path, header: list[str], expected: str) -> pa.Table:

@@ -28,6 +28,7 @@ import pyarrow.compute as pc
 
 from churnops.contracts.dtypes import source_arrow_type
 from churnops.contracts.source_contract import Column, SourceContract
+from churnops.ingestion.readers import REDACTED
 from churnops.storage.duck import duckdb_connection
 from churnops.storage.times import epoch_micros
 
@@ -44,7 +45,6 @@ RULE_ORDER: tuple[str, ...] = (
     "batch_rejected",
 )
 REASON_COLUMNS: tuple[str, ...] = ("_file", "_row", "_column", "_rule", "_value", "_message", "_reasons")
-REDACTED = "[redacted: pii]"
 _TRUE = frozenset({"true", "t", "yes", "y", "1"})
 _FALSE = frozenset({"false", "f", "no", "n", "0"})
 _TYPE_EXPECTED = {

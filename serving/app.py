@@ -2,7 +2,8 @@
 
 The parts live in their own modules: request/response bodies in `serving.schemas`, error
 responses in `serving.errors`, API keys in `serving.auth`, the routes in `serving.routers`,
-scoring in `serving.scorer` and the micro-batcher in `serving.batcher`.
+scoring in `serving.scorer`, the micro-batcher in `serving.batcher`, the body deadline in
+`serving.limits` and the offline Swagger UI and OpenAPI adjustments in `serving.docs`.
 """
 
 from __future__ import annotations
@@ -15,19 +16,22 @@ from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
 
+from churnops.contracts.entity import entity_id_format
 from churnops.contracts.feature_contract import FeatureContract, load_feature_contract
 from churnops.serving import routers
 from churnops.serving.batcher import MicroBatcher
+from churnops.serving.docs import describe_service, install_docs
 from churnops.serving.errors import install_exception_handlers
 from churnops.serving.features import OnlineFeatureReader, probe_frame
+from churnops.serving.limits import BodyDeadline
 from churnops.serving.metrics import MetricsMiddleware, ServingMetrics
 from churnops.serving.models import ModelSet, ModelWatcher
 from churnops.serving.prediction_log import PredictionLog
-from churnops.serving.schemas import ErrorBody
+from churnops.serving.schemas import CUSTOMER_ID_FORMAT, ErrorBody
 from churnops.serving.scorer import Scorer
 from churnops.serving.settings import ServingSettings
 from churnops.serving.state import Runtime, ServiceState
-from churnops.storage.keys import load_key_hashes
+from churnops.storage.keys import KeyRing
 
 if TYPE_CHECKING:
     from feast import FeatureStore
@@ -108,7 +112,11 @@ def start_runtime(
     watcher = _watcher(
         tracking_uri=tracking_uri, contract=contract, reader=reader, settings=settings, metrics=metrics
     )
-    key_hashes = load_key_hashes(keys_file=settings.keys_file) if settings.require_keys else {}
+    keys = (
+        KeyRing(keys_file=settings.keys_file, interval_s=settings.keys_reload_interval_s)
+        if settings.require_keys and settings.keys_file is not None
+        else None
+    )
     scorer = Scorer(reader=reader, models=watcher, log=prediction_log, settings=settings, metrics=metrics)
     prediction_log.start()
     watcher.start()
@@ -120,7 +128,7 @@ def start_runtime(
         reader=reader,
         watcher=watcher,
         log=prediction_log,
-        key_hashes=key_hashes,
+        keys=keys,
         scorer=scorer,
         batcher=MicroBatcher(score=scorer.score_singles),
     )
@@ -162,6 +170,11 @@ def create_app(
     if (store is None) == (store_factory is None):
         raise ValueError("give exactly one of store (an open FeatureStore) or store_factory")
     contract = contract or load_feature_contract()
+    if entity_id_format(contract) != CUSTOMER_ID_FORMAT:
+        raise ValueError(
+            f"contract {contract.name} v{contract.version} gives entity ids the format "
+            f"{entity_id_format(contract)!r}, but the request schemas enforce {CUSTOMER_ID_FORMAT!r}"
+        )
     service = ServiceState(settings=settings, metrics=ServingMetrics(endpoints=set(ENDPOINTS)))
 
     @asynccontextmanager
@@ -181,18 +194,24 @@ def create_app(
             stop_runtime(runtime)
             service.runtime = None
 
+    title = "churnops prediction service"
     app = FastAPI(
-        title="churnops prediction service",
+        title=title,
         version="1",
         description=f"Churn probability per customer from Feast online features "
         f"({contract.name} v{contract.version}) and the `{settings.model_name}@{settings.champion_alias}` "
         "model.",
         lifespan=lifespan,
         responses={status: {"model": ErrorBody} for status in (400, 401, 422, 503)},
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.service = service
+    app.add_middleware(BodyDeadline, timeout_s=settings.body_timeout_s)
     app.add_middleware(MetricsMiddleware, metrics=service.metrics)
     install_exception_handlers(app)
     for router in (routers.predictions, routers.probes, routers.metrics):
         app.include_router(router)
+    install_docs(app, title=title)
+    describe_service(app, require_keys=settings.require_keys, max_batch=settings.max_batch)
     return app

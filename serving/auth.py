@@ -9,7 +9,6 @@ from fastapi.security import APIKeyHeader
 
 from churnops.serving.errors import ServiceError
 from churnops.serving.state import service_state
-from churnops.storage.keys import hash_key
 
 API_KEY_HEADER = "X-API-Key"
 # Module level: FastAPI resolves the (string) annotations of dependencies in this module.
@@ -21,12 +20,12 @@ async def authorize(request: Request, key: Annotated[str | None, Depends(_API_KE
     """Refuse a request without a valid API key when keys are required (a route dependency).
 
     Args:
-        request: The request (its app holds the settings and the key hashes).
+        request: The request (its app holds the settings and the key ring).
         key: The `X-API-Key` header, if any.
 
     Raises:
-        ServiceError: 401 `unauthorized` when the key is missing or unknown; 503 `starting`
-            when a key is given before the app has loaded the key hashes.
+        ServiceError: 401 `unauthorized` when the key is missing, unknown or revoked; 503
+            `starting` when a key is given before the app has loaded the keys.
     """
     service = service_state(request)
     if not service.settings.require_keys:
@@ -38,7 +37,8 @@ async def authorize(request: Request, key: Annotated[str | None, Depends(_API_KE
             f"this service requires an API key in the {API_KEY_HEADER} header",
             headers=_CHALLENGE,
         )
-    if hash_key(key) not in service.running().key_hashes:
+    keys = service.running().keys
+    if keys is None or keys.consumer(key) is None:
         raise ServiceError(
             401,
             "unauthorized",

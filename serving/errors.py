@@ -35,6 +35,24 @@ class ServiceError(Exception):
         self.headers = headers
 
 
+class BodyTimeout(HTTPException):
+    """The request body did not arrive within the service's deadline (408, connection closed).
+
+    An `HTTPException`, so that FastAPI passes it through while reading the body instead of
+    turning it into a 400.
+
+    Args:
+        timeout_s: The deadline, in seconds from the start of the request.
+    """
+
+    def __init__(self, *, timeout_s: float) -> None:
+        super().__init__(
+            status_code=408,
+            detail=f"the request body did not arrive within {timeout_s:g} s; send it whole and retry",
+            headers={"Connection": "close"},
+        )
+
+
 def error_response(
     *, status: int, error: str, detail: str, headers: dict[str, str] | None = None
 ) -> JSONResponse:
@@ -96,6 +114,12 @@ async def _http(_: Request, exc: HTTPException) -> JSONResponse:
     )
 
 
+async def _body_timeout(_: Request, exc: BodyTimeout) -> JSONResponse:
+    return error_response(
+        status=exc.status_code, error="request_timeout", detail=str(exc.detail), headers=exc.headers
+    )
+
+
 async def _service(_: Request, exc: ServiceError) -> JSONResponse:
     return _respond(exc)
 
@@ -117,5 +141,6 @@ def install_exception_handlers(app: FastAPI) -> None:
     """
     app.add_exception_handler(RequestValidationError, _invalid)
     app.add_exception_handler(HTTPException, _http)
+    app.add_exception_handler(BodyTimeout, _body_timeout)
     app.add_exception_handler(ServiceError, _service)
     app.add_exception_handler(Exception, _unexpected)

@@ -103,6 +103,11 @@ class ServingMetrics:
         Gauge(
             "churnops_prediction_log_write_errors", "Batches that failed to write.", registry=r
         ).set_function(lambda: stats.write_errors)
+        Gauge(
+            "churnops_prediction_log_rows_recovered",
+            "Answered rows replayed from the journal at start-up (the last run ended unclean).",
+            registry=r,
+        ).set_function(lambda: stats.rows_recovered)
 
     def models_changed(self, models: ModelSet) -> None:
         """Record a swap of the served models.

@@ -15,7 +15,7 @@ import uuid
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from churnops.serving.auth import authorize
@@ -65,7 +65,7 @@ async def predict(body: PredictRequest, request: Request, response: Response) ->
     return PredictResponse(request_id=rid, **prediction.model_dump())
 
 
-@predictions.post("/predict/batch", response_model=BatchResponse)
+@predictions.post("/predict/batch", response_model=BatchResponse, responses={413: {"model": ErrorBody}})
 async def predict_batch(body: BatchRequest, request: Request, response: Response) -> BatchResponse:
     """Score up to `max_batch` customers in one request, in order.\f
 
@@ -172,7 +172,7 @@ async def ready(request: Request) -> JSONResponse:
     return JSONResponse({"ready": ok, "checks": checks}, status_code=200 if ok else 503)
 
 
-@metrics.get("/metrics")
+@metrics.get("/metrics", response_class=PlainTextResponse)
 async def prometheus_metrics(request: Request) -> Response:
     """Prometheus text exposition.\f
 

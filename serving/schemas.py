@@ -7,7 +7,16 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictStr
 
-CustomerId = Annotated[StrictStr, Field(min_length=1, max_length=128, examples=["CUST-000001"])]
+from churnops.contracts.entity import entity_id_format
+from churnops.contracts.feature_contract import load_feature_contract
+
+# The id format the source contracts give the entity: a malformed id is refused (422 naming the
+# pattern) instead of being scored with defaults and logged beside real customers.
+CUSTOMER_ID_FORMAT = entity_id_format(load_feature_contract())
+CustomerId = Annotated[
+    StrictStr,
+    Field(min_length=1, max_length=128, pattern=CUSTOMER_ID_FORMAT, examples=["CUST-000001"]),
+]
 
 
 class PredictRequest(BaseModel):

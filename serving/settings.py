@@ -16,6 +16,8 @@ class ServingSettings(BaseModel):
         predictions_dir: Folder of the prediction log (`predictions.db` is written inside).
         keys_file: The hashed API keys file; read only when `require_keys` is on.
         require_keys: Refuse prediction requests without a valid `X-API-Key` (401).
+        keys_reload_interval_s: Longest time a change to the keys file (a revoked or new key)
+            goes unnoticed; 0 checks the file on every request.
         shadow: Score the `@challenger` too (off the request path) and log both predictions.
         model_name: The registered MLflow model.
         champion_alias: The alias whose version answers requests.
@@ -27,6 +29,7 @@ class ServingSettings(BaseModel):
         max_batch: Most customer ids one `/predict/batch` request may carry.
         log_flush_interval_s: Longest time a prediction waits in memory before it is written.
         log_batch_rows: Most predictions written in one transaction.
+        body_timeout_s: Longest time a request body may take to arrive (408 past it).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -34,6 +37,7 @@ class ServingSettings(BaseModel):
     predictions_dir: Path
     keys_file: Path | None = None
     require_keys: bool = False
+    keys_reload_interval_s: float = Field(default=1.0, ge=0, le=60)
     shadow: bool = True
     model_name: str = REGISTERED_MODEL
     champion_alias: str = CHAMPION
@@ -45,6 +49,7 @@ class ServingSettings(BaseModel):
     max_batch: int = Field(default=1000, ge=1, le=10_000)
     log_flush_interval_s: float = Field(default=0.5, gt=0)
     log_batch_rows: int = Field(default=2000, ge=1)
+    body_timeout_s: float = Field(default=10.0, gt=0)
 
     @model_validator(mode="after")
     def _consistent(self) -> ServingSettings:

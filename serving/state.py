@@ -15,6 +15,7 @@ from churnops.serving.prediction_log import PredictionLog
 from churnops.serving.schemas import Prediction
 from churnops.serving.scorer import Scorer, SingleRequest
 from churnops.serving.settings import ServingSettings
+from churnops.storage.keys import KeyRing
 
 
 @dataclass(frozen=True)
@@ -25,7 +26,7 @@ class Runtime:
         reader: The online feature reader.
         watcher: The champion/challenger watcher.
         log: The prediction log.
-        key_hashes: Hashes of the valid API keys (empty when keys are not required).
+        keys: The valid API keys, re-read when the file changes (None when keys are not required).
         scorer: Scores lists of customers.
         batcher: Gathers concurrent single predictions into one scoring call.
     """
@@ -33,7 +34,7 @@ class Runtime:
     reader: OnlineFeatureReader
     watcher: ModelWatcher
     log: PredictionLog
-    key_hashes: dict[str, str]
+    keys: KeyRing | None
     scorer: Scorer
     batcher: MicroBatcher[SingleRequest, Prediction]
 

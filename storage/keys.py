@@ -2,18 +2,27 @@
 
 The keys file (JSON, mode 0600) maps each key's hash to its consumer; the key itself is shown
 once when created and never stored. Keys are long random tokens, so an unsalted SHA-256 is
-enough: there is nothing to brute-force that is cheaper than guessing the token itself.
+enough: there is nothing to brute-force that is cheaper than guessing the token itself. A
+revoked key stays in the file with its `revoked_at` time (an audit trail), and stops working.
+A running service notices a changed file through `KeyRing` within its reload interval.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import os
 import secrets
+import string
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
 from churnops.storage.atomic import write_atomic
+
+log = logging.getLogger(__name__)
 
 KEY_PREFIX = "chk_"
 
@@ -31,7 +40,8 @@ def hash_key(key: str) -> str:
 
 
 def _read(keys_file: Path) -> list[dict[str, str]]:
-    if not keys_file.exists():
+    # Missing or emptied (e.g. `: > api_keys.json`): no key is valid.
+    if not keys_file.exists() or keys_file.stat().st_size == 0:
         return []
     try:
         data = json.loads(keys_file.read_text(encoding="utf-8"))
@@ -53,12 +63,122 @@ def load_key_hashes(*, keys_file: Path) -> dict[str, str]:
         keys_file: The hashed keys file (missing means no keys).
 
     Returns:
-        Consumer by key hash.
+        Consumer by key hash, for the keys not revoked.
 
     Raises:
         ValueError: When the file is not a valid keys file.
     """
-    return {e["sha256"]: e["consumer"] for e in _read(keys_file)}
+    return {e["sha256"]: e["consumer"] for e in _read(keys_file) if not e.get("revoked_at")}
+
+
+def list_keys(*, keys_file: Path) -> list[dict[str, str]]:
+    """Every key in the file, active or revoked.
+
+    Args:
+        keys_file: The hashed keys file (missing means no keys).
+
+    Returns:
+        The entries: `consumer`, `sha256`, `created_at` and, once revoked, `revoked_at`.
+
+    Raises:
+        ValueError: When the file is not a valid keys file.
+    """
+    return _read(keys_file)
+
+
+def _write(keys_file: Path, entries: list[dict[str, str]]) -> None:
+    body = json.dumps({"keys": entries}, indent=2)
+    write_atomic(keys_file, lambda tmp: tmp.write_text(body, encoding="utf-8"), mode=0o600)
+
+
+def _matches(entry: dict[str, str], name: str) -> bool:
+    # A hash prefix of 8+ hex digits names one key; anything else names a consumer's keys.
+    is_prefix = len(name) >= 8 and all(c in string.hexdigits for c in name)
+    return entry["consumer"] == name or (is_prefix and entry["sha256"].startswith(name.lower()))
+
+
+def revoke_keys(*, keys_file: Path, name: str) -> list[dict[str, str]]:
+    """Revoke the active keys of a consumer, or the one key whose hash starts with `name`.
+
+    Args:
+        keys_file: The hashed keys file (rewritten atomically).
+        name: A consumer, or a prefix (8 or more hex digits) of a key's SHA-256.
+
+    Returns:
+        The entries revoked now.
+
+    Raises:
+        ValueError: When no active key matches, or the file is not a valid keys file.
+    """
+    entries = _read(keys_file)
+    hits = [e for e in entries if not e.get("revoked_at") and _matches(e, name)]
+    if not hits:
+        raise ValueError(
+            f"no active API key in {keys_file} belongs to consumer {name!r} or has a SHA-256 starting "
+            "with it; `churnops keys list` shows them"
+        )
+    now = datetime.now(UTC).isoformat()
+    for entry in hits:
+        entry["revoked_at"] = now
+    _write(keys_file, entries)
+    return hits
+
+
+class KeyRing:
+    """The valid key hashes of a keys file, re-read when the file changes.
+
+    At most once per `interval_s` a lookup stats the file (a few microseconds); a changed inode,
+    size or modification time reloads it. Revoking or creating a key thus takes effect within
+    the interval without a restart. A file that cannot be read or parsed makes every key invalid
+    until it is fixed: an API key check must fail closed.
+
+    Args:
+        keys_file: The hashed keys file.
+        interval_s: Longest time a change goes unnoticed (0: checked on every lookup).
+        clock: Monotonic seconds.
+    """
+
+    def __init__(
+        self, *, keys_file: Path, interval_s: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._file = keys_file
+        self._interval = interval_s
+        self._clock = clock
+        self._signature: tuple[int, int, int] | None = None
+        self._hashes: dict[str, str] = {}
+        self._checked = clock()
+        self._reload()
+
+    def _stat(self) -> tuple[int, int, int] | None:
+        try:
+            st = os.stat(self._file)
+        except FileNotFoundError:
+            return None
+        return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+    def _reload(self) -> None:
+        self._signature = self._stat()
+        try:
+            self._hashes = load_key_hashes(keys_file=self._file)
+        except (OSError, ValueError) as exc:
+            log.error("API keys file unusable, refusing every key until it is fixed: %s", exc)
+            self._hashes = {}
+
+    def consumer(self, key: str) -> str | None:
+        """The consumer a key belongs to, after re-reading the file if it changed.
+
+        Args:
+            key: The key as the client sent it.
+
+        Returns:
+            The consumer, or None when the key is unknown or revoked.
+        """
+        now = self._clock()
+        if now - self._checked >= self._interval:
+            self._checked = now
+            if self._stat() != self._signature:
+                self._reload()
+        return self._hashes.get(hash_key(key))
 
 
 def create_key(*, keys_file: Path, consumer: str, approved_consumers: list[str]) -> str:
@@ -85,6 +205,5 @@ def create_key(*, keys_file: Path, consumer: str, approved_consumers: list[str])
     entries.append(
         {"consumer": consumer, "sha256": hash_key(key), "created_at": datetime.now(UTC).isoformat()}
     )
-    body = json.dumps({"keys": entries}, indent=2)
-    write_atomic(keys_file, lambda tmp: tmp.write_text(body, encoding="utf-8"), mode=0o600)
+    _write(keys_file, entries)
     return key

@@ -90,6 +90,34 @@ def test_a_garbage_file_stops_the_run_before_good_files_are_ingested(tmp_path: P
     assert not (tmp_path / "data" / "lake").exists()
 
 
+def test_no_error_quotes_a_pii_value(tmp_path: Path) -> None:
+    landing = _landing(tmp_path)
+    row = [*GOOD_ROW[:1], "Secret Holdings Ltd", *GOOD_ROW[2:]]
+    for content in (",".join(row), ";".join(row), ",".join(row[:4])):
+        (landing / "customers.csv").write_text(content + "\n", encoding="utf-8")
+        code, output = _run("ingest", "--home", str(tmp_path))
+        flat = " ".join(output.split())
+        assert code == 1 and "landing file" in flat
+        assert "Secret Holdings" not in output
+        assert "[redacted: pii]" in flat
+    # A source with no PII column is still quoted as it is.
+    (landing / "customers.csv").unlink()
+    (landing / "billing.csv").write_text("INV-1,CUST-000001,2026-01-01\n", encoding="utf-8")
+    code, output = _run("ingest", "--home", str(tmp_path))
+    assert code == 1 and "'INV-1,CUST-000001,2026-01-01'" in " ".join(output.split())
+
+
+@pytest.mark.parametrize("ending", [b"", b"\n", b"\r\n"])
+def test_a_header_only_file_is_an_empty_source_with_or_without_a_final_line_break(
+    tmp_path: Path, ending: bytes
+) -> None:
+    landing = _landing(tmp_path)
+    (landing / "customers.csv").write_bytes(HEADER.rstrip(b"\n") + ending)
+    code, output = _run("ingest", "--home", str(tmp_path), "--only", "customers", "--backfill")
+    assert code == 0, output
+    assert "Traceback" not in output and "malformed" not in output
+
+
 def test_no_landing_files_and_unknown_sources_are_clear_errors(tmp_path: Path) -> None:
     code, output = _run("ingest", "--home", str(tmp_path))
     assert code == 1 and "does not exist" in output and "churnops generate" in " ".join(output.split())

@@ -237,6 +237,7 @@ WRITERS = [
     ["promote"],
     ["rollback"],
     ["keys", "create", CONSUMER],
+    ["keys", "revoke", CONSUMER],
     ["demo"],
 ]
 READERS = [["contracts", "check"], ["audit"], ["keys", "list"], ["promote", "--dry-run"]]

@@ -4,6 +4,9 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import re
+import signal
 import socket
 import subprocess
 import sys
@@ -17,9 +20,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import hypothesis
 import numpy as np
 import pandas as pd
 import pytest
+import schemathesis
 import sqlite_utils
 import uvicorn
 from threadpoolctl import threadpool_limits
@@ -29,7 +34,7 @@ from churnops.features.store import apply
 from churnops.serving.app import create_app
 from churnops.serving.settings import ServingSettings
 from churnops.settings import Workspace
-from churnops.storage.keys import create_key
+from churnops.storage.keys import create_key, revoke_keys
 from churnops.training.models import build_gradient_boosting, build_logistic_regression
 from churnops.training.tracking import trusted_types
 
@@ -338,6 +343,8 @@ def test_prediction_log_holds_features_and_shadow_scores(setup: Setup, service: 
         assert row["shadow_model_version"] == "2"
         assert row["shadow_probability"] == pytest.approx(shadow[i], abs=1e-12)
         assert row[FLAG] == (0 if ids[i] == FRESH[5] else 1)
+        # Only the id the online store has never seen is flagged unknown for monitoring.
+        assert row["known"] == (0 if ids[i] == UNKNOWN else 1)
         for name in CONTRACT.numeric_features:
             assert row[name] == pytest.approx(frame.loc[i, name], abs=1e-12)
         for name in CONTRACT.categorical_features:
@@ -382,6 +389,12 @@ BAD_REQUESTS = [
     ("/predict/batch", b'{"customer_ids": []}', 422, "empty_batch"),
     ("/predict/batch", b'{"customer_ids": "CUST-000001"}', 422, "invalid_request"),
     ("/predict/batch", b'{"customer_ids": ["CUST-000001", 7]}', 422, "invalid_request"),
+    ("/predict", b'{"customer_id": "x\\"; DROP TABLE t; --"}', 422, "invalid_request"),
+    ("/predict", b'{"customer_id": "CUST-00001"}', 422, "invalid_request"),
+    ("/predict", b'{"customer_id": "CUST-0000001"}', 422, "invalid_request"),
+    ("/predict", b'{"customer_id": "cust-000001"}', 422, "invalid_request"),
+    ("/predict", b'{"customer_id": "CUST-000001\\n"}', 422, "invalid_request"),
+    ("/predict/batch", b'{"customer_ids": ["CUST-000001", "DROP TABLE"]}', 422, "invalid_request"),
 ]
 
 
@@ -537,7 +550,9 @@ def test_api_keys_when_required(setup: Setup) -> None:
     app = create_app(
         store_factory=lambda: _open_store(setup.home),
         tracking_uri=setup.tracking_uri,
-        settings=_settings(setup, "keys", require_keys=True, keys_file=keys_file, shadow=False),
+        settings=_settings(
+            setup, "keys", require_keys=True, keys_file=keys_file, shadow=False, keys_reload_interval_s=0
+        ),
     )
     with Served(app) as client:
         body = {"customer_id": FRESH[0]}
@@ -550,6 +565,16 @@ def test_api_keys_when_required(setup: Setup) -> None:
         assert ok.status_code == 200, ok.text
         assert ok.json()["model_version"] == "1"
         assert client.get("/health").status_code == 200
+        # The keys file is re-checked on every request here (interval 0): no waiting, no restart.
+        revoke_keys(keys_file=keys_file, name="cs-analytics-dashboard")
+        revoked = client.post("/predict", json=body, headers={"X-API-Key": key})
+        assert revoked.status_code == 401
+        new = create_key(
+            keys_file=keys_file,
+            consumer="cs-analytics-dashboard",
+            approved_consumers=["cs-analytics-dashboard"],
+        )
+        assert client.post("/predict", json=body, headers={"X-API-Key": new}).status_code == 200
 
 
 def test_churnops_serve_command_serves_the_home(setup: Setup) -> None:
@@ -584,3 +609,241 @@ def test_churnops_serve_command_serves_the_home(setup: Setup) -> None:
     finally:
         process.terminate()
         process.wait(timeout=WAIT_S)
+
+
+def _logged_ids(db_path: Path) -> list[str]:
+    if not db_path.exists():
+        return []
+    db = sqlite_utils.Database(db_path)
+    try:
+        return [r["customer_id"] for r in db.query("select customer_id from predictions")]
+    finally:
+        db.close()
+
+
+def test_malformed_ids_get_422_naming_the_contracts_pattern_and_are_never_logged(
+    setup: Setup, service: httpx.Client
+) -> None:
+    single = service.post("/predict", json={"customer_id": 'x"; DROP TABLE t; --'})
+    assert single.status_code == 422
+    assert "^CUST-[0-9]{6}$" in single.json()["detail"]
+    batch = service.post("/predict/batch", json={"customer_ids": [FRESH[0], "CUST-1"]})
+    assert batch.status_code == 422
+    assert batch.json()["detail"].startswith("customer_ids.1: String should match pattern '^CUST-[0-9]{6}$'")
+    # A request after them is logged; once it is, the log provably holds no malformed id.
+    ok = service.post("/predict", json={"customer_id": FRESH[9]}, headers={"X-Request-ID": "after-garbage"})
+    assert ok.status_code == 200
+    db_path = setup.home / "predictions" / "main" / "predictions.db"
+    _wait_for(lambda: FRESH[9] in _logged_ids(db_path), "the valid request to be logged")
+    assert all(re.fullmatch(r"CUST-[0-9]{6}", cid) for cid in _logged_ids(db_path))
+
+
+def test_docs_load_only_from_the_service_itself(service: httpx.Client) -> None:
+    page = service.get("/docs")
+    assert page.status_code == 200
+    urls = re.findall(r"""(?:src|href|url)\s*[:=]\s*['"]([^'"]+)['"]""", page.text)
+    assert urls, page.text
+    assert not re.search(r"(https?:)?//", page.text.replace("http://www.w3.org", "")), page.text
+    for url in urls:
+        if url.startswith("/docs/assets/"):
+            asset = service.get(url)
+            assert asset.status_code == 200 and len(asset.content) > 1000, url
+    assert {"/docs/assets/swagger-ui-bundle.js", "/docs/assets/swagger-ui.css"} <= set(urls)
+    assert '"validatorUrl": null' in page.text  # no badge fetched from validator.swagger.io
+
+
+def test_openapi_declares_api_keys_only_when_required_and_metrics_as_text(setup: Setup) -> None:
+    for required in (False, True):
+        app = create_app(
+            store_factory=lambda: _open_store(setup.home),
+            tracking_uri=setup.tracking_uri,
+            settings=_settings(setup, "openapi", require_keys=required, keys_file=setup.home / "k.json"),
+        )
+        schema = app.openapi()
+        predict = schema["paths"]["/predict"]["post"]
+        assert ("security" in predict) is required
+        assert ("401" in predict["responses"]) is required
+        assert ("securitySchemes" in schema.get("components", {})) is required
+        assert list(schema["paths"]["/metrics"]["get"]["responses"]["200"]["content"]) == ["text/plain"]
+        id_schema = schema["components"]["schemas"]["PredictRequest"]["properties"]["customer_id"]
+        assert id_schema["pattern"] == "^CUST-[0-9]{6}$"
+        batch = schema["components"]["schemas"]["BatchRequest"]["properties"]["customer_ids"]
+        assert (batch["minItems"], batch["maxItems"]) == (1, 1000)
+
+
+def test_a_body_that_stalls_gets_408_and_the_connection_closed(setup: Setup) -> None:
+    app = create_app(
+        store_factory=lambda: _open_store(setup.home),
+        tracking_uri=setup.tracking_uri,
+        settings=_settings(setup, "slow-body", shadow=False, body_timeout_s=0.5),
+    )
+    with Served(app) as client, socket.create_connection(("127.0.0.1", int(client.base_url.port))) as sock:
+        # The deadline only bounds a hang: the assertion is the 408, not how fast it came.
+        sock.settimeout(WAIT_S)
+        sock.sendall(
+            b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b'Content-Length: 100\r\n\r\n{"customer_id": '
+        )
+        received = b""
+        while chunk := sock.recv(65536):  # the server closes the connection: recv returns b""
+            received += chunk
+        head, _, body = received.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 408"), received
+        assert b"connection: close" in head.lower()
+        assert json.loads(body)["error"] == "request_timeout"
+        # The service is unharmed.
+        assert client.post("/predict", json={"customer_id": FRESH[0]}).status_code == 200
+
+
+CHURNOPS = str(Path(sys.executable).with_name("churnops"))
+
+
+@contextmanager
+def _churnops_serve(
+    setup: Setup, name: str, *options: str
+) -> Iterator[tuple[subprocess.Popen, httpx.Client]]:
+    """`churnops serve` on the setup's home in a subprocess, ready; terminated on exit if alive."""
+    port = _free_port()
+    log = setup.home / f"serve-{name}.log"
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            [CHURNOPS, "serve", "--home", str(setup.home), "--port", str(port), *options],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=WAIT_S) as client:
+
+            def ready() -> bool:
+                assert process.poll() is None, f"churnops serve exited: {log.read_text()}"
+                try:
+                    return client.get("/ready").status_code == 200
+                except httpx.TransportError:
+                    return False
+
+            _wait_for(ready, f"`churnops serve` ({name}) to be ready", timeout=90)
+            yield process, client
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            process.wait(timeout=WAIT_S)
+
+
+def _cli(setup: Setup, *args: str) -> str:
+    done = subprocess.run(
+        [CHURNOPS, *args, "--home", str(setup.home)], capture_output=True, text=True, timeout=WAIT_S
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
+def _rows_of(setup: Setup, prefix: str) -> list[tuple[str, int]]:
+    db = sqlite_utils.Database(Workspace(setup.home).predictions / "predictions.db")
+    try:
+        query = "select request_id, item from predictions where request_id like ? order by request_id, item"
+        return [(r["request_id"], r["item"]) for r in db.query(query, [prefix + "%"])]
+    finally:
+        db.close()
+
+
+async def _answer_many(
+    base_url: str, *, singles: int, batches: int, batch_size: int
+) -> list[tuple[str, int]]:
+    """Concurrent single and batch predictions; the (request id, item) of every answered row."""
+    async with httpx.AsyncClient(base_url=base_url, timeout=WAIT_S) as client:
+        single = [
+            client.post(
+                "/predict", json={"customer_id": FRESH[i % 40]}, headers={"X-Request-ID": f"kill-s{i}"}
+            )
+            for i in range(singles)
+        ]
+        batch = [
+            client.post(
+                "/predict/batch",
+                json={"customer_ids": [FRESH[(b + k) % 40] for k in range(batch_size)]},
+                headers={"X-Request-ID": f"kill-b{b}"},
+            )
+            for b in range(batches)
+        ]
+        responses = await asyncio.gather(*single, *batch)
+    answered: list[tuple[str, int]] = []
+    for r in responses:
+        assert r.status_code == 200, r.text
+        body = r.json()
+        items = len(body["predictions"]) if "predictions" in body else 1
+        answered.extend((r.headers["X-Request-ID"], k if items > 1 else 0) for k in range(items))
+    return answered
+
+
+def test_sigkill_loses_no_answered_prediction_and_key_changes_apply_without_restart(setup: Setup) -> None:
+    with _churnops_serve(setup, "sigkill", "--no-shadow") as (process, client):
+        answered = asyncio.run(_answer_many(str(client.base_url), singles=300, batches=5, batch_size=20))
+        # SIGKILL right after the last answer: no shutdown hook runs, the writer's queue is lost.
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=WAIT_S)
+    assert len(answered) == 400
+    before_restart = _rows_of(setup, "kill-")
+    assert len(before_restart) <= len(answered)
+    key = next(
+        w for w in _cli(setup, "keys", "create", "cs-analytics-dashboard").split() if w.startswith("chk_")
+    )
+    with _churnops_serve(setup, "restarted", "--no-shadow", "--require-keys") as (_, client):
+        # Start-up replayed the journal: every answered row is in the log, exactly once.
+        assert _rows_of(setup, "kill-") == sorted(answered)
+        body = {"customer_id": FRESH[0]}
+        assert client.post("/predict", json=body, headers={"X-API-Key": key}).status_code == 200
+        _cli(setup, "keys", "revoke", "cs-analytics-dashboard")
+        # Refused after the service's reload interval (1 s by default); the deadline only bounds a hang.
+        _wait_for(
+            lambda: client.post("/predict", json=body, headers={"X-API-Key": key}).status_code == 401,
+            "the revoked key to be refused without a restart",
+        )
+        new = next(
+            w for w in _cli(setup, "keys", "create", "cs-analytics-dashboard").split() if w.startswith("chk_")
+        )
+        _wait_for(
+            lambda: client.post("/predict", json=body, headers={"X-API-Key": new}).status_code == 200,
+            "the new key to be accepted without a restart",
+        )
+
+
+@pytest.fixture
+def api_schema(setup: Setup) -> Iterator[Any]:
+    from schemathesis.python.asgi import shutdown_lifespans
+
+    app = create_app(
+        store_factory=lambda: _open_store(setup.home),
+        tracking_uri=setup.tracking_uri,
+        settings=_settings(setup, "fuzz", shadow=True),
+    )
+    # In process: schemathesis's ASGI client starts the app's lifespan (store, models, log), and
+    # its pytest plugin ends it after each test: one app per test, as uvicorn runs one lifespan.
+    yield schemathesis.openapi.from_asgi("/openapi.json", app)
+    shutdown_lifespans()
+
+
+OPERATIONS = {"POST /predict", "POST /predict/batch", "GET /health", "GET /ready", "GET /metrics"}
+
+
+@pytest.mark.parametrize("mode", ["positive", "negative"])
+def test_every_operation_matches_its_openapi_document_under_fuzzing(api_schema: Any, mode: str) -> None:
+    operations = [result.ok() for result in api_schema.get_all_operations()]
+    assert {f"{o.method.upper()} {o.path}" for o in operations} == OPERATIONS
+    for operation in operations:
+        if mode == "negative" and operation.method.upper() == "GET":
+            continue  # the GET operations take no parameters and no body: nothing to make invalid
+        strategy = operation.as_strategy(generation_mode=schemathesis.GenerationMode(mode))
+
+        @hypothesis.given(case=strategy)
+        @hypothesis.settings(
+            max_examples=50,
+            derandomize=True,  # the same cases on every run and machine: a fixed seed
+            database=None,
+            deadline=None,
+            suppress_health_check=list(hypothesis.HealthCheck),
+        )
+        def check(case: Any) -> None:
+            # No 5xx, and every status, header, content type and body as the document declares.
+            case.call_and_validate()
+
+        check()

@@ -18,7 +18,7 @@ from churnops.serving.models import NO_CHAMPION_HINT, LoadedModel, ModelSet
 from churnops.serving.routers import model_check, online_store_check, ready, request_id
 from churnops.serving.settings import ServingSettings
 from churnops.serving.state import ServiceState
-from churnops.storage.keys import hash_key
+from churnops.storage.keys import KeyRing, hash_key
 
 
 def _request(*, state: ServiceState | None = None, headers: dict[str, str] | None = None) -> Request:
@@ -92,7 +92,9 @@ def test_before_start_up_ready_is_503_and_scoring_routes_say_starting(tmp_path: 
 
 def test_authorize_checks_keys_only_when_required(tmp_path: Path) -> None:
     asyncio.run(authorize(_request(state=_state(tmp_path, require_keys=False)), None))
-    runtime = SimpleNamespace(key_hashes={hash_key("good-key"): "dashboard"})
+    keys_file = tmp_path / "keys.json"
+    keys_file.write_text(json.dumps({"keys": [{"consumer": "dashboard", "sha256": hash_key("good-key")}]}))
+    runtime = SimpleNamespace(keys=KeyRing(keys_file=keys_file, interval_s=0))
     state = _state(tmp_path, require_keys=True, runtime=runtime)
     asyncio.run(authorize(_request(state=state), "good-key"))
     for key, says in ((None, "requires an API key"), ("bad-key", "does not hold a valid API key")):

@@ -93,6 +93,15 @@ def test_cli_creates_lists_and_requires_keys(tmp_path: Path) -> None:
     assert stored == {hash_key(key): "cs-analytics-dashboard"}
     listed = runner.invoke(cli, ["keys", "list", "--home", home])
     assert "cs-analytics-dashboard" in listed.output and hash_key(key)[:16] in listed.output
+    assert listed.output.splitlines()[1].endswith("active")
+    revoked = runner.invoke(cli, ["keys", "revoke", "cs-analytics-dashboard", "--home", home])
+    assert revoked.exit_code == 0, revoked.output
+    assert "revoked the key of cs-analytics-dashboard" in revoked.output
+    assert load_key_hashes(keys_file=tmp_path / "data" / "serving" / "api_keys.json") == {}
+    relisted = runner.invoke(cli, ["keys", "list", "--home", home])
+    assert " revoked 20" in relisted.output.splitlines()[1]
+    again = runner.invoke(cli, ["keys", "revoke", "cs-analytics-dashboard", "--home", home])
+    assert again.exit_code == 1 and "no active API key" in again.output
     unapproved = runner.invoke(cli, ["keys", "create", "intruder", "--home", home])
     assert unapproved.exit_code == 1
     assert "not approved" in unapproved.output

@@ -18,7 +18,15 @@ from churnops.settings import Workspace
 from churnops.storage import layout
 from churnops.storage.atomic import write_atomic
 from churnops.storage.duck import duckdb_connection
-from churnops.storage.keys import KEY_PREFIX, create_key, hash_key, load_key_hashes
+from churnops.storage.keys import (
+    KEY_PREFIX,
+    KeyRing,
+    create_key,
+    hash_key,
+    list_keys,
+    load_key_hashes,
+    revoke_keys,
+)
 from churnops.storage.lake import list_partitions, write_partition
 from churnops.storage.staging import StagedFiles, remove_orphans
 from churnops.storage.times import (
@@ -290,3 +298,55 @@ def test_keys_only_for_approved_consumers_and_valid_files(tmp_path: Path) -> Non
         ValueError, match=r"keys.json is not valid \(each entry needs 'consumer' and 'sha256'\)"
     ):
         load_key_hashes(keys_file=keys_file)
+
+
+def test_revoking_by_consumer_or_hash_prefix_keeps_an_audit_trail(tmp_path: Path) -> None:
+    keys_file = tmp_path / "keys.json"
+    a1 = create_key(keys_file=keys_file, consumer="churn-model", approved_consumers=APPROVED)
+    a2 = create_key(keys_file=keys_file, consumer="churn-model", approved_consumers=APPROVED)
+    b = create_key(keys_file=keys_file, consumer="cs-analytics-dashboard", approved_consumers=APPROVED)
+    [one] = revoke_keys(keys_file=keys_file, name=hash_key(a1)[:10].upper())
+    assert one["sha256"] == hash_key(a1)
+    assert set(load_key_hashes(keys_file=keys_file)) == {hash_key(a2), hash_key(b)}
+    assert [e["sha256"] for e in revoke_keys(keys_file=keys_file, name="churn-model")] == [hash_key(a2)]
+    assert load_key_hashes(keys_file=keys_file) == {hash_key(b): "cs-analytics-dashboard"}
+    entries = list_keys(keys_file=keys_file)
+    assert [bool(e.get("revoked_at")) for e in entries] == [True, True, False]
+    with pytest.raises(ValueError, match="no active API key"):
+        revoke_keys(keys_file=keys_file, name="churn-model")
+    with pytest.raises(ValueError, match="no active API key"):
+        revoke_keys(keys_file=keys_file, name="abc")  # too short to be a hash prefix
+    assert stat.S_IMODE(keys_file.stat().st_mode) == 0o600
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_key_ring_sees_revoked_new_emptied_and_broken_files_after_its_interval(tmp_path: Path) -> None:
+    keys_file = tmp_path / "keys.json"
+    old = create_key(keys_file=keys_file, consumer="churn-model", approved_consumers=APPROVED)
+    clock = _Clock()
+    ring = KeyRing(keys_file=keys_file, interval_s=2.0, clock=clock)
+    assert ring.consumer(old) == "churn-model"
+    revoke_keys(keys_file=keys_file, name="churn-model")
+    new = create_key(keys_file=keys_file, consumer="cs-analytics-dashboard", approved_consumers=APPROVED)
+    clock.now += 1.9
+    # Within the interval the file is not looked at: the revocation is not seen yet.
+    assert ring.consumer(old) == "churn-model" and ring.consumer(new) is None
+    clock.now += 0.1
+    assert ring.consumer(old) is None
+    assert ring.consumer(new) == "cs-analytics-dashboard"
+    keys_file.write_text("")
+    clock.now += 2
+    assert ring.consumer(new) is None
+    keys_file.write_text("{not json")
+    clock.now += 2
+    assert ring.consumer(new) is None  # fails closed
+    keys_file.unlink()
+    clock.now += 2
+    assert ring.consumer(new) is None

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from churnops.settings import Workspace, open_workspace
 from churnops.storage.lock import LOCK_WAIT_ENV, Holder, workspace_lock
@@ -51,8 +52,9 @@ def fail(message: str, *, code: int = 1) -> typer.Exit:
     Returns:
         A `typer.Exit` for the caller to raise.
     """
-    # soft_wrap: a path in the message stays whole (Rich wraps at 80 columns without a terminal).
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    # soft_wrap: a path in the message stays whole (Rich wraps at 80 columns without a terminal);
+    # escaped: brackets in a message (`[redacted: pii]`) are text, not Rich markup.
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     return typer.Exit(code)
 
 

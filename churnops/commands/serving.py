@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
 from churnops.commands.common import HomeOption, WaitOption, console, fail, workspace, writer_lock
 from churnops.settings import Workspace
@@ -130,22 +129,56 @@ def create_key_command(
 
 @keys_app.command("list")
 def list_keys_command(home: HomeOption = None) -> None:
-    """List the consumers holding API keys (hashes only)."""
+    """List the API keys: consumer, hash prefix, created, active or revoked (never the keys)."""
     ws = workspace(home)
-    from churnops.storage.keys import load_key_hashes
+    from churnops.storage.keys import list_keys
 
     path = keys_file(ws)
     try:
-        hashes = load_key_hashes(keys_file=path)
+        entries = list_keys(keys_file=path)
     except ValueError as exc:
         raise fail(str(exc)) from exc
-    if not hashes:
+    if not entries:
         console.print(f"no API keys in {path}; create one with `churnops keys create CONSUMER`")
         return
-    table = Table("consumer", "sha256 (prefix)")
-    for digest, consumer in sorted(hashes.items(), key=lambda kv: kv[1]):
-        table.add_row(consumer, digest[:16])
-    console.print(table)
+    # Plain aligned lines, not a Rich table: without a terminal a table is cut to 80 columns.
+    width = max(len("consumer"), *(len(e["consumer"]) for e in entries))
+    console.print(f"{'consumer':<{width}}  {'sha256 (prefix)':<16}  {'created':<19}  status", highlight=False)
+    for entry in sorted(entries, key=lambda e: (e["consumer"], e.get("created_at", ""))):
+        revoked = entry.get("revoked_at")
+        status = f"revoked {revoked[:19]}" if revoked else "active"
+        created = entry.get("created_at", "")[:19]
+        console.print(
+            f"{entry['consumer']:<{width}}  {entry['sha256'][:16]}  {created:<19}  {status}",
+            highlight=False,
+            soft_wrap=True,
+        )
+
+
+@keys_app.command("revoke")
+def revoke_key_command(
+    ctx: typer.Context,
+    name: Annotated[
+        str,
+        typer.Argument(help="A consumer (revokes all its keys) or a key's SHA-256 prefix (8+ hex digits)."),
+    ],
+    home: HomeOption = None,
+    wait: WaitOption = 0.0,
+) -> None:
+    """Revoke API keys; a running service refuses them within its reload interval (about a second)."""
+    ws = workspace(home)
+    writer_lock(ctx, ws, wait=wait)
+    from churnops.storage.keys import revoke_keys
+
+    path = keys_file(ws)
+    try:
+        revoked = revoke_keys(keys_file=path, name=name)
+    except ValueError as exc:
+        raise fail(str(exc)) from exc
+    for entry in revoked:
+        console.print(
+            f"revoked the key of {entry['consumer']} (sha256 {entry['sha256'][:16]}…)", highlight=False
+        )
 
 
 def register(app: typer.Typer) -> None:
