@@ -7,4 +7,5 @@ Modules:
     times: UTC and epoch-microsecond conversions.
     layout: the folders of a home (`$CHURNOPS_HOME`), relative to it.
     keys: hashed API keys for the contract's approved consumers.
+    crash: `crash_point`, deterministic kill -9 points for crash-safety tests (`$CHURNOPS_CRASH_AT`).
 """
