@@ -301,6 +301,24 @@ def require_champion(*, client: MlflowClient, model: str, expected: str | None) 
         )
 
 
+def mark_done(*, audit_db: Path, audit_id: int) -> None:
+    """Mark a decision this process applied `done` (the last step of its transaction).
+
+    Args:
+        audit_db: The audit database.
+        audit_id: The decision's id.
+
+    Raises:
+        GateError: When another process settled the row while this one applied it, which only two
+            writers on one workspace without its lock can do.
+    """
+    if not finish_decision(db_path=audit_db, decision_id=audit_id, state=DONE):
+        raise GateError(
+            f"audit record #{audit_id} was settled by another process while this one applied it: "
+            "two writers ran at once; check `churnops audit` against the registry"
+        )
+
+
 def apply_decision(
     *,
     client: MlflowClient,
@@ -346,7 +364,7 @@ def apply_decision(
         crash_point("promote.alias")
     log_gate_result(client=client, decision=decision, user=user, now=now)
     crash_point("promote.result")
-    finish_decision(db_path=audit_db, decision_id=audit_id, state=DONE)
+    mark_done(audit_db=audit_db, audit_id=audit_id)
     return audit_id
 
 
@@ -417,7 +435,7 @@ def rollback(
     crash_point("rollback.history")
     client.set_registered_model_alias(model, CHAMPION, target)
     crash_point("rollback.alias")
-    finish_decision(db_path=audit_db, decision_id=audit_id, state=DONE)
+    mark_done(audit_db=audit_db, audit_id=audit_id)
     return Rollback(model=model, from_version=history[-1], to_version=target, audit_id=audit_id)
 
 

@@ -38,11 +38,12 @@ from churnops.monitoring.audit import (
     PENDING,
     AuditRecord,
     begin_decision,
+    finish_decision,
     list_decisions,
     pending_decisions,
 )
 from churnops.monitoring.gate import MOVES_CHAMPION, GateError
-from churnops.monitoring.registry import champion_history, champion_version, rollback
+from churnops.monitoring.registry import champion_history, champion_version, mark_done, rollback
 from churnops.settings import Workspace
 from churnops.storage.crash import CRASH_ENV
 from churnops.training.names import CHALLENGER, REGISTERED_MODEL
@@ -375,6 +376,19 @@ CREATE TABLE [decision_checks] (
 )"""
 
 
+ROLLBACK_2_TO_1 = AuditRecord(
+    time=datetime(2026, 11, 2, tzinfo=UTC),
+    user="bo",
+    action="rollback",
+    model="churn-model",
+    challenger_version=None,
+    champion_before="2",
+    champion_after="1",
+    decision="rolled_back",
+    reason=None,
+)
+
+
 def test_an_audit_database_from_before_the_state_column_is_migrated_in_place(tmp_path: Path) -> None:
     db_path = tmp_path / "audit.db"
     con = sqlite3.connect(db_path)
@@ -391,21 +405,20 @@ def test_an_audit_database_from_before_the_state_column_is_migrated_in_place(tmp
     (old,) = list_decisions(db_path=db_path)
     assert (old["state"], old["resolution"], old["decision"]) == (DONE, None, "promoted")
     assert old["checks"][0]["check_name"] == "model"
-    new_id = begin_decision(
-        db_path=db_path,
-        record=AuditRecord(
-            time=datetime(2026, 11, 2, tzinfo=UTC),
-            user="bo",
-            action="rollback",
-            model="churn-model",
-            challenger_version=None,
-            champion_before="2",
-            champion_after="1",
-            decision="rolled_back",
-            reason=None,
-        ),
-    )
+    new_id = begin_decision(db_path=db_path, record=ROLLBACK_2_TO_1)
     assert [(r["id"], r["state"]) for r in list_decisions(db_path=db_path)] == [(new_id, PENDING), (1, DONE)]
     columns = sqlite_utils.Database(db_path).table("decisions").columns_dict
     assert list(columns)[-2:] == ["state", "resolution"]
     assert sqlite_utils.Database(db_path).execute("PRAGMA integrity_check").fetchone() == ("ok",)
+
+
+def test_a_decision_settled_by_another_process_is_not_overwritten_and_the_writer_is_told(
+    tmp_path: Path,
+) -> None:
+    db_path = tmp_path / "audit.db"
+    audit_id = begin_decision(db_path=db_path, record=ROLLBACK_2_TO_1)
+    assert finish_decision(db_path=db_path, decision_id=audit_id, state=ABANDONED, resolution="elsewhere")
+    with pytest.raises(GateError, match="settled by another process"):
+        mark_done(audit_db=db_path, audit_id=audit_id)
+    (row,) = list_decisions(db_path=db_path)
+    assert (row["state"], row["resolution"]) == (ABANDONED, "elsewhere")
