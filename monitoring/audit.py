@@ -14,6 +14,7 @@ place: their rows were written after the fact, so they are `done`.
 from __future__ import annotations
 
 import getpass
+import math
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -198,10 +199,17 @@ def as_record(row: dict[str, Any]) -> AuditRecord:
         decision=row["decision"],
         reason=row["reason"],
         checks=tuple(
-            AuditCheck(c["check_name"], bool(c["passed"]), c["figure"], c["threshold"], c["detail"])
+            AuditCheck(
+                c["check_name"], bool(c["passed"]), _number(c["figure"]), _number(c["threshold"]), c["detail"]
+            )
             for c in row["checks"]
         ),
     )
+
+
+def _number(value: float | None) -> float:
+    # SQLite stores NaN (a check with no figure) as NULL.
+    return math.nan if value is None else float(value)
 
 
 def list_decisions(*, db_path: Path, limit: int | None = None) -> list[dict[str, Any]]:

@@ -11,6 +11,7 @@ process that `$CHURNOPS_CRASH_AT` kills with SIGKILL at one step, then restarts 
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import signal
@@ -37,12 +38,21 @@ from churnops.monitoring.audit import (
     DONE,
     PENDING,
     AuditRecord,
+    as_record,
     begin_decision,
     finish_decision,
     list_decisions,
     pending_decisions,
 )
-from churnops.monitoring.gate import MOVES_CHAMPION, GateError
+from churnops.monitoring.gate import (
+    MOVES_CHAMPION,
+    GateCheck,
+    GateError,
+    Versions,
+    decide,
+    promotion_record,
+    recorded_decision,
+)
 from churnops.monitoring.registry import champion_history, champion_version, mark_done, rollback
 from churnops.settings import Workspace
 from churnops.storage.crash import CRASH_ENV
@@ -422,3 +432,18 @@ def test_a_decision_settled_by_another_process_is_not_overwritten_and_the_writer
         mark_done(audit_db=db_path, audit_id=audit_id)
     (row,) = list_decisions(db_path=db_path)
     assert (row["state"], row["resolution"]) == (ABANDONED, "elsewhere")
+
+
+def test_a_pending_row_gives_back_the_decision_it_was_written_from(tmp_path: Path) -> None:
+    db_path = tmp_path / "audit.db"
+    checks = [
+        GateCheck("drift", False, 0.31, 0.2, "PSI blocks on sessions_30d"),
+        GateCheck("model", True, math.nan, -0.01, "no champion yet"),  # stored as NULL
+    ]
+    versions = Versions(model="churn-model", challenger="1", challenger_run_id="run-1", champion=None)
+    decision = decide(versions=versions, checks=checks, dry_run=False, force=True, reason=REASON)
+    begin_decision(
+        db_path=db_path, record=promotion_record(decision=decision, user="ana", now=datetime.now(UTC))
+    )
+    (row,) = pending_decisions(db_path=db_path)
+    assert recorded_decision(record=as_record(row), run_id="run-1").to_dict() == decision.to_dict()
