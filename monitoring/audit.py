@@ -1,13 +1,22 @@
 """The audit trail of promotion decisions (SQLite through sqlite-utils).
 
 Two tables: `decisions` (one row per promote / rollback: time, user, model, versions, decision,
-reason) and `decision_checks` (one row per gate check of a decision: figure, threshold, outcome).
+reason, state) and `decision_checks` (one row per gate check of a decision: figure, threshold,
+outcome).
+
+A decision's row is written *before* the registry is touched, in state `pending`, and marked `done`
+once every registry write is made; a row a crash left `pending` is later either completed (`done`,
+with a `resolution` saying so) or `abandoned` (nothing moved). So every move of `champion` has a row,
+even when the process died half-way. Databases from before the `state` column are migrated in
+place: their rows were written after the fact, so they are `done`.
 """
 
 from __future__ import annotations
 
 import getpass
+import math
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -17,6 +26,11 @@ import sqlite_utils
 
 DECISIONS = "decisions"
 CHECKS = "decision_checks"
+PENDING = "pending"
+DONE = "done"
+ABANDONED = "abandoned"
+# Columns added after the first release, with the value their rows get on migration.
+_ADDED_COLUMNS = {"state": DONE, "resolution": None}
 
 
 @dataclass(frozen=True)
@@ -82,19 +96,17 @@ def current_user() -> str:
         return "unknown"
 
 
-def record_decision(*, db_path: Path, record: AuditRecord) -> int:
-    """Append one decision and its checks in a single transaction.
+def begin_decision(*, db_path: Path, record: AuditRecord) -> int:
+    """Write a decision and its checks in state `pending`, before anything it decides is done.
 
     Args:
-        db_path: The audit database (created with its tables on first use).
+        db_path: The audit database (created, or migrated, on first use).
         record: The decision.
 
     Returns:
-        The decision's id.
+        The decision's id (pass it to `finish_decision`).
     """
-    db_path.parent.mkdir(parents=True, exist_ok=True)
-    db = sqlite_utils.Database(db_path)
-    _ensure_tables(db)
+    db = _open(db_path)
     with db.conn:
         table = db.table(DECISIONS)
         table.insert(
@@ -108,6 +120,8 @@ def record_decision(*, db_path: Path, record: AuditRecord) -> int:
                 "champion_after": record.champion_after,
                 "decision": record.decision,
                 "reason": record.reason,
+                "state": PENDING,
+                "resolution": None,
             }
         )
         decision_id = int(table.last_pk)
@@ -126,6 +140,78 @@ def record_decision(*, db_path: Path, record: AuditRecord) -> int:
     return decision_id
 
 
+def finish_decision(*, db_path: Path, decision_id: int, state: str, resolution: str | None = None) -> bool:
+    """Move a `pending` decision to `done` or `abandoned`; a finished one is left as it is.
+
+    Args:
+        db_path: The audit database.
+        decision_id: The decision's id.
+        state: `done` or `abandoned`.
+        resolution: How an interrupted decision was resolved (None when it finished normally).
+
+    Returns:
+        True when the row was pending and is now `state` (False: someone finished it first).
+    """
+    db = _open(db_path)
+    with db.conn:
+        cursor = db.conn.execute(
+            f"UPDATE {DECISIONS} SET state = ?, resolution = ? WHERE id = ? AND state = ?",
+            [state, resolution, decision_id, PENDING],
+        )
+    db.close()
+    return cursor.rowcount == 1
+
+
+def pending_decisions(*, db_path: Path) -> list[dict[str, Any]]:
+    """The decisions a crash left `pending`, oldest first, each with its checks under `checks`.
+
+    Args:
+        db_path: The audit database (a missing file means none).
+
+    Returns:
+        One mapping per pending decision, as `list_decisions` gives them.
+    """
+    if not db_path.is_file():
+        return []
+    db = _open(db_path)
+    rows = _with_checks(db, db.table(DECISIONS).rows_where("state = ?", [PENDING], order_by="id"))
+    db.close()
+    return rows
+
+
+def as_record(row: dict[str, Any]) -> AuditRecord:
+    """The record a `decisions` row was written from (to finish an interrupted decision).
+
+    Args:
+        row: A row of `list_decisions` or `pending_decisions`, with its `checks`.
+
+    Returns:
+        The record.
+    """
+    return AuditRecord(
+        time=datetime.fromisoformat(row["time"]),
+        user=row["user"],
+        action=row["action"],
+        model=row["model"],
+        challenger_version=row["challenger_version"],
+        champion_before=row["champion_before"],
+        champion_after=row["champion_after"],
+        decision=row["decision"],
+        reason=row["reason"],
+        checks=tuple(
+            AuditCheck(
+                c["check_name"], bool(c["passed"]), _number(c["figure"]), _number(c["threshold"]), c["detail"]
+            )
+            for c in row["checks"]
+        ),
+    )
+
+
+def _number(value: float | None) -> float:
+    # SQLite stores NaN (a check with no figure) as NULL.
+    return math.nan if value is None else float(value)
+
+
 def list_decisions(*, db_path: Path, limit: int | None = None) -> list[dict[str, Any]]:
     """The recorded decisions, newest first, each with its checks under `checks`.
 
@@ -138,16 +224,45 @@ def list_decisions(*, db_path: Path, limit: int | None = None) -> list[dict[str,
     """
     if not db_path.is_file():
         return []
-    db = sqlite_utils.Database(db_path)
-    _ensure_tables(db)
-    rows = list(db.table(DECISIONS).rows_where(order_by="id desc", limit=limit))
-    for row in rows:
+    db = _open(db_path)
+    rows = _with_checks(db, db.table(DECISIONS).rows_where(order_by="id desc", limit=limit))
+    db.close()
+    return rows
+
+
+def _with_checks(db: sqlite_utils.Database, rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    listed = list(rows)
+    for row in listed:
         row["checks"] = [
             {k: v for k, v in check.items() if k not in ("id", "decision_id")}
             for check in db.table(CHECKS).rows_where("decision_id = ?", [row["id"]], order_by="id")
         ]
-    db.close()
-    return rows
+    return listed
+
+
+def _open(db_path: Path) -> sqlite_utils.Database:
+    db_path.parent.mkdir(parents=True, exist_ok=True)
+    db = sqlite_utils.Database(db_path)
+    _ensure_tables(db)
+    _migrate(db)
+    return db
+
+
+def _migrate(db: sqlite_utils.Database) -> None:
+    if set(_ADDED_COLUMNS) <= set(db.table(DECISIONS).columns_dict):
+        return
+    # Under the write lock, and checked again: two commands may open an old database at once.
+    conn = db.conn
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        present = {row[1] for row in conn.execute(f"PRAGMA table_info({DECISIONS})")}
+        for column, default in _ADDED_COLUMNS.items():
+            if column not in present:
+                db.table(DECISIONS).add_column(column, str, not_null_default=default)
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
 
 
 def _ensure_tables(db: sqlite_utils.Database) -> None:
@@ -163,8 +278,12 @@ def _ensure_tables(db: sqlite_utils.Database) -> None:
             "champion_after": str,
             "decision": str,
             "reason": str,
+            "state": str,
+            "resolution": str,
         },
         pk="id",
+        not_null={"state"},
+        defaults={"state": DONE},
         if_not_exists=True,
     )
     db.table(CHECKS).create(

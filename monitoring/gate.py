@@ -350,6 +350,60 @@ def promotion_record(*, decision: GateDecision, user: str, now: datetime) -> Aud
     )
 
 
+def recorded_decision(*, record: AuditRecord, run_id: str) -> GateDecision:
+    """The applied decision an audit record was written from (the inverse of `promotion_record`).
+
+    Args:
+        record: A `promote` record.
+        run_id: The challenger's run.
+
+    Returns:
+        The decision, as it was applied (not a dry run).
+    """
+    versions = Versions(
+        model=record.model,
+        challenger=str(record.challenger_version),
+        challenger_run_id=run_id,
+        champion=record.champion_before,
+    )
+    checks = tuple(GateCheck(c.name, c.passed, c.figure, c.threshold, c.detail) for c in record.checks)
+    return GateDecision(
+        versions=versions,
+        checks=checks,
+        decision=record.decision,
+        dry_run=False,
+        reason=record.reason,
+        champion_after=record.champion_after,
+    )
+
+
+def settled_history(*, history: Sequence[str], record: AuditRecord, applied: bool) -> list[str]:
+    """The champion history with a decision's change applied, or with it taken back.
+
+    A promotion appends its new champion; a rollback drops the champion it replaces. Either way the
+    history ends with `champion_after` once the change is in, and does not before (the two differ
+    for a decision that moves `champion`), so the result is the same however often it is applied:
+    that is what lets an interrupted decision be finished or undone from whatever a crash left.
+
+    Args:
+        history: The history as the registry holds it now, oldest first.
+        record: The decision (`promote` or `rollback`).
+        applied: True for the history with the change, False for the history without it.
+
+    Returns:
+        The history to write.
+    """
+    before, after = record.champion_before, record.champion_after
+    if before == after or after is None:
+        return list(history)
+    has_change = history[-1:] == [after]
+    if applied == has_change:
+        return list(history)
+    if record.action == "rollback":
+        return list(history[:-1]) if applied else [*history, str(before)]
+    return [*history, after] if applied else list(history[:-1])
+
+
 def rollback_target(*, model: str, history: Sequence[str], current: str | None) -> str:
     """The version a rollback moves `champion` back to.
 

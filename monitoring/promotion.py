@@ -29,6 +29,7 @@ from churnops.monitoring.gate import (
 )
 from churnops.monitoring.inputs import current_features, feature_table, lake_contract_report, read_frame
 from churnops.monitoring.quality import check_feature_table, check_training_set
+from churnops.monitoring.recovery import Resolution, reconcile
 from churnops.monitoring.registry import (
     TEST_ARTIFACT,
     TRAIN_ARTIFACT,
@@ -51,11 +52,13 @@ class GateRun:
         decision: What the gate decided.
         drift: The drift of the current features against the challenger's training set.
         audit_id: The audit record's id, or None for a dry run.
+        recovered: Decisions an earlier crash left pending, reconciled before this one was taken.
     """
 
     decision: GateDecision
     drift: DriftRun
     audit_id: int | None
+    recovered: tuple[Resolution, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -94,6 +97,9 @@ def run_gate(
 ) -> GateRun:
     """Gather the gate's inputs, decide, and (unless a dry run) act.
 
+    Unless a dry run, decisions an earlier crash left pending are reconciled first, so the gate
+    decides on a registry where alias, history and audit agree.
+
     Args:
         lake_dir: The lake (source-contract checks; who is active).
         features_dir: The offline feature table's folder.
@@ -107,7 +113,7 @@ def run_gate(
         now: The decision time (default: now, UTC).
 
     Returns:
-        The decision, the drift run and the audit id (None for a dry run).
+        The decision, the drift run, the audit id (None for a dry run) and what was reconciled.
 
     Raises:
         monitoring.inputs.InputProblem: When an input is missing.
@@ -117,6 +123,9 @@ def run_gate(
     require_reason(force=force, reason=reason)
     contract = load_feature_contract()
     client = open_client(tracking_uri=tracking_uri, tracking_db=tracking_db)
+    recovered: tuple[Resolution, ...] = ()
+    if not dry_run:
+        recovered = tuple(reconcile(client=client, audit_db=audit_db, user=current_user(), now=now))
     inputs = gather_inputs(
         client=client,
         contract=contract,
@@ -138,7 +147,7 @@ def run_gate(
     audit_id = None
     if not dry_run:
         audit_id = act(client=client, decision=decision, drift=drift, audit_db=audit_db, now=now)
-    return GateRun(decision=decision, drift=drift, audit_id=audit_id)
+    return GateRun(decision=decision, drift=drift, audit_id=audit_id, recovered=recovered)
 
 
 def gather_inputs(

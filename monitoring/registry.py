@@ -5,6 +5,19 @@ The registered model keeps the ordered list of champions in the tag `churnops.ch
 audit table and, for promotions, its drift report and gate result are logged to the challenger's
 MLflow run under `gate/`. The decisions themselves are made in `monitoring.gate`, without MLflow.
 
+Applying a decision is a transaction whose commit point is the move of alias `champion`:
+
+1. the audit row, in state `pending` (decision, versions, checks, reason, user, time);
+2. the drift report, logged to the challenger's run (promotions only);
+3. the history tag, with the change in;
+4. the alias;
+5. the gate result and the run's decision tag (promotions only);
+6. the audit row, marked `done`.
+
+A crash anywhere leaves a `pending` row that says what was under way; `monitoring.recovery`
+finishes it (the alias moved) or takes it back (it did not) before the next promote or rollback.
+Both refuse to start while a row is pending, so nothing is built on a half-applied change.
+
 MLflow is imported inside the functions that use it: importing it takes seconds, and the command
 line imports this module's callers only when a command needs them.
 """
@@ -22,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from churnops.contracts.feature_contract import FeatureContract
-from churnops.monitoring.audit import AuditRecord, record_decision
+from churnops.monitoring.audit import DONE, AuditRecord, begin_decision, finish_decision, pending_decisions
 from churnops.monitoring.gate import (
     MOVES_CHAMPION,
     GateCheck,
@@ -33,8 +46,10 @@ from churnops.monitoring.gate import (
     pr_auc,
     promotion_record,
     rollback_target,
+    settled_history,
 )
 from churnops.monitoring.inputs import InputProblem
+from churnops.storage.crash import crash_point
 from churnops.training.names import CHALLENGER, CHAMPION, REGISTERED_MODEL
 
 if TYPE_CHECKING:
@@ -198,6 +213,112 @@ def champion_history(*, client: MlflowClient, model: str = REGISTERED_MODEL) -> 
     return [str(v) for v in json.loads(raw)] if raw else []
 
 
+def settle_history(*, client: MlflowClient, record: AuditRecord, applied: bool) -> None:
+    """Write the history tag with a decision's change in (or out); a no-op when it already is.
+
+    Args:
+        client: An MLflow client.
+        record: The decision.
+        applied: Whether the change belongs in the history.
+    """
+    history = champion_history(client=client, model=record.model)
+    settled = settled_history(history=history, record=record, applied=applied)
+    if settled != history:
+        client.set_registered_model_tag(record.model, HISTORY_TAG, json.dumps(settled))
+
+
+def champion_version(*, client: MlflowClient, model: str) -> str | None:
+    """The version alias `champion` points at.
+
+    Args:
+        client: An MLflow client.
+        model: The registered model.
+
+    Returns:
+        The version, or None when the alias (or the model) does not exist.
+    """
+    current = _version_by_alias(client=client, model=model, alias=CHAMPION)
+    return None if current is None else str(current.version)
+
+
+def log_gate_result(
+    *, client: MlflowClient, decision: GateDecision, user: str, now: datetime, resolution: str | None = None
+) -> None:
+    """Log `gate/gate_result.json` to the challenger's run and tag the run with the decision.
+
+    Args:
+        client: An MLflow client.
+        decision: The applied decision.
+        user: Who decided.
+        now: When the decision was taken (UTC).
+        resolution: How an interrupted decision was finished (None when it was not interrupted).
+    """
+    run_id = decision.versions.challenger_run_id
+    document: dict[str, Any] = {**decision.to_dict(), "time": now.isoformat(), "user": user}
+    if resolution is not None:
+        document["resolution"] = resolution
+    with tempfile.TemporaryDirectory() as tmp:
+        result = Path(tmp) / "gate_result.json"
+        result.write_text(json.dumps(document, indent=2) + "\n")
+        client.log_artifact(run_id, str(result), artifact_path="gate")
+    client.set_tag(run_id, "churnops.gate.decision", decision.decision)
+
+
+def require_settled(*, audit_db: Path, model: str) -> None:
+    """Refuse to change the registry while a decision on the model is pending.
+
+    Args:
+        audit_db: The audit database.
+        model: The registered model.
+
+    Raises:
+        GateError: When a crash left a decision on `model` pending.
+    """
+    pending = [row["id"] for row in pending_decisions(db_path=audit_db) if row["model"] == model]
+    if pending:
+        raise GateError(
+            f"audit record(s) {', '.join(f'#{i}' for i in pending)} of {model!r} are pending (a promote or "
+            "rollback was interrupted): reconcile them first (churnops promote, rollback or audit does)"
+        )
+
+
+def require_champion(*, client: MlflowClient, model: str, expected: str | None) -> None:
+    """Refuse to act on a decision taken while another version was champion.
+
+    Args:
+        client: An MLflow client.
+        model: The registered model.
+        expected: The champion the decision was taken against.
+
+    Raises:
+        GateError: When `champion` has moved since.
+    """
+    current = champion_version(client=client, model=model)
+    if current != expected:
+        raise GateError(
+            f"'{CHAMPION}' of {model!r} moved from {expected or 'unset'} to {current or 'unset'} while the "
+            "gate ran: run the gate again"
+        )
+
+
+def mark_done(*, audit_db: Path, audit_id: int) -> None:
+    """Mark a decision this process applied `done` (the last step of its transaction).
+
+    Args:
+        audit_db: The audit database.
+        audit_id: The decision's id.
+
+    Raises:
+        GateError: When another process settled the row while this one applied it, which only two
+            writers on one workspace without its lock can do.
+    """
+    if not finish_decision(db_path=audit_db, decision_id=audit_id, state=DONE):
+        raise GateError(
+            f"audit record #{audit_id} was settled by another process while this one applied it: "
+            "two writers ran at once; check `churnops audit` against the registry"
+        )
+
+
 def apply_decision(
     *,
     client: MlflowClient,
@@ -207,7 +328,7 @@ def apply_decision(
     now: datetime,
     artifacts: Sequence[Path] = (),
 ) -> int | None:
-    """Act on a decision: move `champion`, log to the challenger's run, write the audit record.
+    """Act on a decision as one transaction (see the module's docstring for its steps).
 
     A dry run does nothing and returns None.
 
@@ -221,32 +342,30 @@ def apply_decision(
 
     Returns:
         The audit record's id, or None for a dry run.
+
+    Raises:
+        GateError: When a decision is pending, or `champion` moved since the decision was taken.
     """
     if decision.dry_run:
         return None
     versions = decision.versions
-    if decision.decision in MOVES_CHAMPION:
-        history = champion_history(client=client, model=versions.model)
-        client.set_registered_model_alias(versions.model, CHAMPION, versions.challenger)
-        client.set_registered_model_tag(
-            versions.model, HISTORY_TAG, json.dumps([*history, versions.challenger])
-        )
-    _log_to_run(client=client, decision=decision, user=user, now=now, artifacts=artifacts)
-    return record_decision(db_path=audit_db, record=promotion_record(decision=decision, user=user, now=now))
-
-
-def _log_to_run(
-    *, client: MlflowClient, decision: GateDecision, user: str, now: datetime, artifacts: Sequence[Path]
-) -> None:
-    run_id = decision.versions.challenger_run_id
+    require_settled(audit_db=audit_db, model=versions.model)
+    require_champion(client=client, model=versions.model, expected=versions.champion)
+    record = promotion_record(decision=decision, user=user, now=now)
+    audit_id = begin_decision(db_path=audit_db, record=record)
+    crash_point("promote.pending")
     for path in artifacts:
-        client.log_artifact(run_id, str(path), artifact_path="gate")
-    with tempfile.TemporaryDirectory() as tmp:
-        result = Path(tmp) / "gate_result.json"
-        document = {**decision.to_dict(), "time": now.isoformat(), "user": user}
-        result.write_text(json.dumps(document, indent=2) + "\n")
-        client.log_artifact(run_id, str(result), artifact_path="gate")
-    client.set_tag(run_id, "churnops.gate.decision", decision.decision)
+        client.log_artifact(versions.challenger_run_id, str(path), artifact_path="gate")
+    crash_point("promote.report")
+    if decision.decision in MOVES_CHAMPION:
+        settle_history(client=client, record=record, applied=True)
+        crash_point("promote.history")
+        client.set_registered_model_alias(versions.model, CHAMPION, versions.challenger)
+        crash_point("promote.alias")
+    log_gate_result(client=client, decision=decision, user=user, now=now)
+    crash_point("promote.result")
+    mark_done(audit_db=audit_db, audit_id=audit_id)
+    return audit_id
 
 
 @dataclass(frozen=True)
@@ -275,7 +394,10 @@ def rollback(
     reason: str | None = None,
     model: str = REGISTERED_MODEL,
 ) -> Rollback:
-    """Move `champion` back to the previous champion, and audit it.
+    """Move `champion` back to the previous champion as one transaction, audited.
+
+    The audit row (`pending`) comes first, then the history tag, then the alias; the row is marked
+    `done` last, as for a promotion.
 
     Args:
         client: An MLflow client.
@@ -289,29 +411,31 @@ def rollback(
         What moved.
 
     Raises:
-        GateError: When there is no previous champion, or `champion` was moved outside churnops.
+        GateError: When there is no previous champion, `champion` was moved outside churnops, or a
+            decision is pending.
     """
+    require_settled(audit_db=audit_db, model=model)
     history = champion_history(client=client, model=model)
-    current = _version_by_alias(client=client, model=model, alias=CHAMPION)
-    target = rollback_target(
-        model=model, history=history, current=None if current is None else str(current.version)
+    current = champion_version(client=client, model=model)
+    target = rollback_target(model=model, history=history, current=current)
+    record = AuditRecord(
+        time=now,
+        user=user,
+        action="rollback",
+        model=model,
+        challenger_version=None,
+        champion_before=history[-1],
+        champion_after=target,
+        decision="rolled_back",
+        reason=reason,
     )
+    audit_id = begin_decision(db_path=audit_db, record=record)
+    crash_point("rollback.pending")
+    settle_history(client=client, record=record, applied=True)
+    crash_point("rollback.history")
     client.set_registered_model_alias(model, CHAMPION, target)
-    client.set_registered_model_tag(model, HISTORY_TAG, json.dumps(history[:-1]))
-    audit_id = record_decision(
-        db_path=audit_db,
-        record=AuditRecord(
-            time=now,
-            user=user,
-            action="rollback",
-            model=model,
-            challenger_version=None,
-            champion_before=history[-1],
-            champion_after=target,
-            decision="rolled_back",
-            reason=reason,
-        ),
-    )
+    crash_point("rollback.alias")
+    mark_done(audit_db=audit_db, audit_id=audit_id)
     return Rollback(model=model, from_version=history[-1], to_version=target, audit_id=audit_id)
 
 

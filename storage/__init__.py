@@ -12,4 +12,5 @@ Modules:
     keys: hashed API keys for the contract's approved consumers.
     lock: `workspace_lock`, one writer per home (`fcntl.flock`, freed by the kernel when its holder dies).
     modes: files private to the account (0600/0700); `private_umask` for the command line.
+    crash: `crash_point`, deterministic kill -9 points for crash-safety tests (`$CHURNOPS_CRASH_AT`).
 """

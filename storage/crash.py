@@ -19,7 +19,7 @@ def crash_point(name: str) -> None:
     """Kill this process with SIGKILL when `CHURNOPS_CRASH_AT` names this point.
 
     Args:
-        name: The point, e.g. `usage_events:renamed-2`.
+        name: The point, e.g. `usage_events:renamed-2` or `promote.alias`.
     """
     if os.environ.get(CRASH_ENV) == name:
         os.kill(os.getpid(), signal.SIGKILL)

@@ -19,6 +19,7 @@ import pandas as pd
 import pytest
 
 from churnops.monitoring import gate as gate_module
+from churnops.monitoring.audit import AuditRecord
 from churnops.monitoring.drift import DriftResult, FeatureDrift
 from churnops.monitoring.gate import (
     MOVES_CHAMPION,
@@ -32,8 +33,10 @@ from churnops.monitoring.gate import (
     pr_auc,
     promotion_record,
     quality_check,
+    recorded_decision,
     require_reason,
     rollback_target,
+    settled_history,
 )
 from churnops.monitoring.inputs import InputProblem, read_frame
 from churnops.monitoring.quality import QualityCheck, QualityReport
@@ -189,6 +192,50 @@ def test_promotion_record_carries_the_decision_and_every_check() -> None:
         ("drift", False),
         ("model", True),
     ]
+
+
+def test_recorded_decision_is_the_inverse_of_promotion_record() -> None:
+    nan_model = GateCheck("model", False, float("nan"), -0.01, "no champion yet")
+    decision = decide(
+        versions=versions(), checks=[*checks()[:3], nan_model], dry_run=False, force=True, reason="CAB-7"
+    )
+    record = promotion_record(decision=decision, user="ana", now=NOW)
+    again = recorded_decision(record=record, run_id="run-2")
+    assert again.to_dict() == decision.to_dict()
+
+
+# ---------------------------------------------------------------- the history an interrupted decision leaves
+
+
+def record(action: str, before: str | None, after: str | None) -> AuditRecord:
+    decision = {"promote": "forced", "rollback": "rolled_back"}[action]
+    return AuditRecord(NOW, "ana", action, "churn-model", None, before, after, decision, "why")
+
+
+@pytest.mark.parametrize(
+    ("action", "before", "after", "without", "with_"),
+    [
+        ("promote", "2", "3", ["1", "2"], ["1", "2", "3"]),
+        ("promote", None, "1", [], ["1"]),
+        ("promote", "2", "1", ["1", "2"], ["1", "2", "1"]),  # an earlier champion promoted again
+        ("rollback", "3", "2", ["1", "2", "3"], ["1", "2"]),
+        ("rollback", "2", "1", ["2", "1", "2"], ["2", "1"]),
+    ],
+)
+def test_a_decisions_history_change_is_applied_or_taken_back_from_either_state(
+    action: str, before: str | None, after: str, without: list[str], with_: list[str]
+) -> None:
+    change = record(action, before, after)
+    for start in (without, with_):  # whatever a crash left, the outcome is the same
+        assert settled_history(history=start, record=change, applied=True) == with_
+        assert settled_history(history=start, record=change, applied=False) == without
+
+
+@pytest.mark.parametrize(("before", "after"), [("2", "2"), (None, None)])
+def test_a_decision_moving_nothing_leaves_the_history_alone(before: str | None, after: str | None) -> None:
+    unchanged = record("promote", before, after)
+    for applied in (True, False):
+        assert settled_history(history=["1", "2"], record=unchanged, applied=applied) == ["1", "2"]
 
 
 # ---------------------------------------------------------------- rollback

@@ -9,6 +9,7 @@ or gate refusal, 2 bad input.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
     from churnops.monitoring.gate import GateDecision
     from churnops.monitoring.promotion import GateRun
     from churnops.monitoring.quality import QualityReport
+    from churnops.monitoring.recovery import Resolution
 
 BAD_INPUT = 2
 _STATUS_STYLE = {"ok": "green", "warn": "yellow", "block": "bold red"}
@@ -113,7 +115,34 @@ def run_gate(
     )
 
 
+def reconcile_pending(ws: Workspace, *, client: MlflowClient | None = None) -> None:
+    """Finish or take back the decisions a crash left pending, and say so on stderr.
+
+    Args:
+        ws: The workspace.
+        client: An MLflow client on its store (opened here when None and a decision is pending).
+
+    Raises:
+        monitoring.inputs.InputProblem: When a decision is pending but the MLflow store is missing.
+    """
+    from churnops.monitoring.audit import current_user, pending_decisions
+    from churnops.monitoring.recovery import reconcile
+
+    if not pending_decisions(db_path=ws.audit_db):
+        return
+    resolutions = reconcile(
+        client=client or mlflow_client(ws), audit_db=ws.audit_db, user=current_user(), now=datetime.now(UTC)
+    )
+    print_recovered(resolutions)
+
+
 # ---------------------------------------------------------------- printing
+
+
+def print_recovered(resolutions: Sequence[Resolution]) -> None:
+    """Say on stderr what became of each interrupted decision."""
+    for r in resolutions:
+        err_console.print(f"[yellow]recovered:[/] {r.describe()}", highlight=False, soft_wrap=True)
 
 
 def print_drift(run: DriftRun, *, reference: str, current: str) -> None:
@@ -330,6 +359,7 @@ def promote(
         gate = run_gate(ws, dry_run=dry_run, force=force, reason=reason, current_file=current)
     except ChurnopsError as exc:
         raise fail(str(exc), code=BAD_INPUT) from exc
+    print_recovered(gate.recovered)
     print_decision(gate.decision)
     if gate.audit_id is not None:
         console.print(f"audit record #{gate.audit_id} in {ws.audit_db}", highlight=False)
@@ -352,8 +382,10 @@ def rollback(
     ws = workspace(home)
     writer_lock(ctx, ws, wait=wait)
     try:
+        client = mlflow_client(ws)
+        reconcile_pending(ws, client=client)
         done = run_rollback(
-            client=mlflow_client(ws),
+            client=client,
             audit_db=ws.audit_db,
             user=current_user(),
             now=datetime.now(UTC),
@@ -369,14 +401,20 @@ def rollback(
 
 
 def audit(
+    ctx: typer.Context,
     home: HomeOption = None,
     limit: Annotated[int, typer.Option(help="Show at most this many decisions.", min=1)] = 20,
     checks: Annotated[bool, typer.Option("--checks", help="Also list each decision's checks.")] = False,
+    wait: WaitOption = 0.0,
 ) -> None:
-    """List the promotion and rollback decisions, newest first."""
-    from churnops.monitoring.audit import list_decisions
+    """List the promotion and rollback decisions, newest first (reconciling interrupted ones first)."""
+    from churnops.monitoring.audit import list_decisions, pending_decisions
 
     ws = workspace(home)
+    if pending_decisions(db_path=ws.audit_db):
+        # Reconciling writes the registry and the audit: only then is `audit` a writer.
+        writer_lock(ctx, ws, wait=wait)
+        reconcile_pending(ws)
     rows = list_decisions(db_path=ws.audit_db, limit=limit)
     if not rows:
         console.print(f"no decisions recorded in {ws.audit_db}", highlight=False)
@@ -384,6 +422,7 @@ def audit(
     table = Table(title=f"Audit ({ws.audit_db})")
     for column in ("id", "time", "user", "action", "model", "challenger", "champion", "decision", "reason"):
         table.add_column(column)
+    table.add_column("state")
     for row in rows:
         champion = f"{row['champion_before'] or '—'} → {row['champion_after'] or '—'}"
         table.add_row(
@@ -396,6 +435,7 @@ def audit(
             champion,
             row["decision"],
             row["reason"] or "",
+            row["state"] if row["resolution"] is None else f"{row['state']}: {row['resolution']}",
         )
     console.print(table)
     if checks:
