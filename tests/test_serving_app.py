@@ -809,6 +809,7 @@ def test_sigkill_loses_no_answered_prediction_and_key_changes_apply_without_rest
 
 @pytest.fixture
 def api_schema(setup: Setup) -> Iterator[Any]:
+    from schemathesis.config._checks import NegativeDataRejectionConfig
     from schemathesis.python.asgi import shutdown_lifespans
 
     app = create_app(
@@ -818,7 +819,14 @@ def api_schema(setup: Setup) -> Iterator[Any]:
     )
     # In process: schemathesis's ASGI client starts the app's lifespan (store, models, log), and
     # its pytest plugin ends it after each test: one app per test, as uvicorn runs one lifespan.
-    yield schemathesis.openapi.from_asgi("/openapi.json", app)
+    schema = schemathesis.openapi.from_asgi("/openapi.json", app)
+    # A batch over the declared `maxItems` is refused with 413 (payload too large, naming the
+    # limit): a rejection, though not among schemathesis's default rejection statuses.
+    rejection = schema.config.checks.negative_data_rejection
+    schema.config.checks.negative_data_rejection = NegativeDataRejectionConfig(
+        expected_statuses=[*rejection.expected_statuses, "413"]
+    )
+    yield schema
     shutdown_lifespans()
 
 
