@@ -119,14 +119,8 @@ def read_log(log_db: Path, *, source: str | None = None) -> list[dict[str, Any]]
     Returns:
         The rows (empty when the log does not exist yet).
     """
-    if not log_db.is_file():
-        return []
-    db = _open(log_db)
-    try:
-        where, args = ("source = ?", [source]) if source else (None, [])
-        return list(db[TABLE].rows_where(where, args, order_by="started_at, id"))
-    finally:
-        db.close()
+    where, args = ("source = ?", [source]) if source else (None, [])
+    return _rows(log_db, where, args)
 
 
 def unsettled_batches(log_db: Path) -> list[dict[str, Any]]:
@@ -138,11 +132,16 @@ def unsettled_batches(log_db: Path) -> list[dict[str, Any]]:
     Returns:
         The rows (empty when the log does not exist yet).
     """
+    return _rows(log_db, "status IN ('running', 'committing')", [])
+
+
+def _rows(log_db: Path, where: str | None, args: list[Any]) -> list[dict[str, Any]]:
+    """The rows matching `where`, oldest first; none when the log does not exist yet."""
     if not log_db.is_file():
         return []
     db = _open(log_db)
     try:
-        return list(db[TABLE].rows_where("status IN ('running', 'committing')", order_by="started_at, id"))
+        return list(db[TABLE].rows_where(where, args, order_by="started_at, id"))
     finally:
         db.close()
 
