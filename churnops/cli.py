@@ -40,7 +40,6 @@ app = typer.Typer(
 )
 
 
-
 @app.callback()
 def main(ctx: typer.Context) -> None:
     """churnops: every command takes --home (env CHURNOPS_HOME) to choose the workspace."""

@@ -93,8 +93,6 @@ def lake_dtype(column: Column) -> object:
     }[column.type]
 
 
-
-
 def lake_schema(contract: SourceContract) -> pa.Schema:
     """The Arrow schema of a source's lake table.
 

@@ -46,8 +46,17 @@ def test_home_resolution_order(tmp_path: Path, monkeypatch) -> None:
 def test_workspace_paths_stay_under_home(tmp_path: Path) -> None:
     ws = Workspace(tmp_path)
     paths = [
-        ws.landing, ws.lake, ws.quarantine, ws.ingestion_log, ws.features, ws.feast,
-        ws.mlruns, ws.artifacts, ws.reports, ws.audit_db, ws.predictions,
+        ws.landing,
+        ws.lake,
+        ws.quarantine,
+        ws.ingestion_log,
+        ws.features,
+        ws.feast,
+        ws.mlruns,
+        ws.artifacts,
+        ws.reports,
+        ws.audit_db,
+        ws.predictions,
     ]
     assert all(p.is_relative_to(tmp_path) for p in paths)
     assert ws.tracking_uri == f"sqlite:///{tmp_path}/mlruns/mlflow.db"
@@ -58,8 +67,19 @@ def test_two_homes_share_no_files(tmp_path: Path) -> None:
     env = {**os.environ}
     env.pop(HOME_ENV, None)
     for home, seed in ((home_a, "1"), (home_b, "2")):
-        args = ["generate", "--home", str(home), "--customers", "30", "--days", "10", "--seed", seed,
-                "--start", "2026-01-01"]
+        args = [
+            "generate",
+            "--home",
+            str(home),
+            "--customers",
+            "30",
+            "--days",
+            "10",
+            "--seed",
+            seed,
+            "--start",
+            "2026-01-01",
+        ]
         result = runner.invoke(app, args, env=env)
         assert result.exit_code == 0, result.output
     files_a = {p.relative_to(home_a) for p in home_a.rglob("*") if p.is_file()}

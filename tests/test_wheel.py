@@ -57,8 +57,18 @@ def wheel(clone: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     source = tmp_path_factory.mktemp("build") / "churnops"
     shutil.copytree(clone, source, ignore=shutil.ignore_patterns(".git"))
     _run(
-        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
-         "--wheel-dir", str(out), str(source)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "--wheel-dir",
+            str(out),
+            str(source),
+        ],
         timeout=300,
     )
     (built,) = out.glob("churnops-*.whl")
@@ -114,9 +124,14 @@ def test_the_wheel_holds_every_module_and_contract(wheel: Path, clone: Path) -> 
 
 def test_the_installed_wheel_answers_help_without_the_checkout(installed: Path, tmp_path: Path) -> None:
     where = _run(
-        [str(installed / "python"), "-c", "import churnops.features, churnops.feature_repo as r; "
-         "print(churnops.features.__file__); print(r.FEATURE_REPO)"],
-        cwd=tmp_path, env=_env(),
+        [
+            str(installed / "python"),
+            "-c",
+            "import churnops.features, churnops.feature_repo as r; "
+            "print(churnops.features.__file__); print(r.FEATURE_REPO)",
+        ],
+        cwd=tmp_path,
+        env=_env(),
     ).stdout.split()
     assert all(str(installed.parent) in path for path in where), where
     result = _run([str(installed / "churnops"), "--help"], cwd=tmp_path, env=_env(), timeout=120)
@@ -137,8 +152,15 @@ def test_the_installed_wheel_runs_the_demo_from_a_fresh_clone(
     assert [line for line in status.stdout.splitlines() if "__pycache__" not in line] == []
 
     ws = Workspace(home)
-    for path in (ws.lake / "customers", ws.features, ws.feast / "registry.db", ws.feast / "online.db",
-                 ws.mlruns / "mlflow.db", ws.audit_db, ws.ingestion_log):
+    for path in (
+        ws.lake / "customers",
+        ws.features,
+        ws.feast / "registry.db",
+        ws.feast / "online.db",
+        ws.mlruns / "mlflow.db",
+        ws.audit_db,
+        ws.ingestion_log,
+    ):
         assert path.exists(), path
 
     with sqlite3.connect(ws.mlruns / "mlflow.db") as db:

@@ -23,7 +23,9 @@ def test_every_workflow_matches_the_github_workflow_schema() -> None:
     checker = Path(sys.executable).with_name("check-jsonschema")
     result = subprocess.run(
         [str(checker), "--builtin-schema", "vendor.github-workflows", *map(str, WORKFLOWS)],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 0, result.stdout + result.stderr
 
