@@ -316,3 +316,17 @@ def test_features_build_finishes_a_killed_commit_before_reading_the_lake(
     assert f"recovery: usage_events/{usage_batch}: killed after its commit point" in output
     assert _readable(home, "usage_events") == _readable(world["control"], "usage_events")
     assert not [p for p in home.rglob("*") if p.name.endswith(".tmp")]
+
+
+def test_contracts_check_says_when_a_killed_batch_is_not_settled(
+    tmp_path: Path, world: dict[str, Any]
+) -> None:
+    home = tmp_path / "home"
+    _ingest(home, world["first"])
+    _crash(home, world["second"], "usage_events:renamed-6")
+    usage_batch = {b.source: b for b in world["report"].batches}["usage_events"].batch
+    _, output = _cli("contracts", "check", "--home", str(home))
+    assert f"not settled (usage_events/{usage_batch})" in output
+    _ingest(home, world["second"])  # a writer recovers the lake first
+    _, output = _cli("contracts", "check", "--home", str(home))
+    assert "not settled" not in output

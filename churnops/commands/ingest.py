@@ -9,7 +9,15 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
-from churnops.commands.common import HomeOption, WaitOption, console, fail, workspace, writer_lock
+from churnops.commands.common import (
+    HomeOption,
+    WaitOption,
+    console,
+    err_console,
+    fail,
+    workspace,
+    writer_lock,
+)
 from churnops.errors import ChurnopsError
 
 if TYPE_CHECKING:
@@ -148,8 +156,19 @@ def check(
 ) -> None:
     """Run the source contracts' batch checks on what is in the lake; exit 1 when any fails."""
     from churnops.ingestion.checks import check_lake
+    from churnops.ingestion.log import unsettled_batches
 
     ws = workspace(home)
+    # A reader does not recover (that is a writer's job, under the lock); it says what it may see.
+    unsettled = [row["id"] for row in unsettled_batches(ws.ingestion_log)]
+    if unsettled:
+        err_console.print(
+            f"[yellow]note:[/] {len(unsettled)} batch(es) of an ingest that is running or was killed are "
+            f"not settled ({', '.join(unsettled)}): the lake may hold part of one. Run any writer "
+            "(`churnops ingest`, `features build`) to recover first, then check again.",
+            highlight=False,
+            soft_wrap=True,
+        )
     try:
         report = check_lake(lake_dir=ws.lake, source=source)
     except ChurnopsError as exc:
