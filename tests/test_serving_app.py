@@ -578,37 +578,16 @@ def test_api_keys_when_required(setup: Setup) -> None:
 
 
 def test_churnops_serve_command_serves_the_home(setup: Setup) -> None:
-    port = _free_port()
-    command = [str(Path(sys.executable).with_name("churnops")), "serve", "--home", str(setup.home)]
-    log = setup.home / "serve-command.log"
-    with log.open("w") as out:
-        process = subprocess.Popen(
-            [*command, "--port", str(port), "--no-shadow", "--poll-interval", "1"],
-            stdout=out,
-            stderr=subprocess.STDOUT,
+    options = ("--no-shadow", "--poll-interval", "1")
+    with _churnops_serve(setup, "command", *options) as (_, client):
+        expected, _ = _offline(setup, "1", [FRESH[7]])
+        body = client.post("/predict", json={"customer_id": FRESH[7]}).json()
+        assert body["model_version"] == "1"
+        assert body["churn_probability"] == pytest.approx(expected[0], abs=1e-12)
+        _wait_for(
+            lambda: (Workspace(setup.home).predictions / "predictions.db").exists(),
+            "the prediction log under the home",
         )
-    try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=WAIT_S) as client:
-
-            def ready() -> bool:
-                assert process.poll() is None, f"churnops serve exited: {log.read_text()}"
-                try:
-                    return client.get("/ready").status_code == 200
-                except httpx.TransportError:
-                    return False
-
-            _wait_for(ready, "`churnops serve` to be ready", timeout=90)
-            expected, _ = _offline(setup, "1", [FRESH[7]])
-            body = client.post("/predict", json={"customer_id": FRESH[7]}).json()
-            assert body["model_version"] == "1"
-            assert body["churn_probability"] == pytest.approx(expected[0], abs=1e-12)
-            _wait_for(
-                lambda: (Workspace(setup.home).predictions / "predictions.db").exists(),
-                "the prediction log under the home",
-            )
-    finally:
-        process.terminate()
-        process.wait(timeout=WAIT_S)
 
 
 def _logged_ids(db_path: Path) -> list[str]:
