@@ -79,9 +79,7 @@ class BrokerNames:
     def __post_init__(self) -> None:
         for label, value in (("stream", self.stream), ("consumer", self.durable)):
             if not _NAME.match(value):
-                raise ValueError(
-                    f"broker {label} name {value!r} may hold only letters, digits, '_' and '-'"
-                )
+                raise ValueError(f"broker {label} name {value!r} may hold only letters, digits, '_' and '-'")
         if not _SUBJECT_ROOT.match(self.subject_root):
             raise ValueError(
                 f"subject root {self.subject_root!r} must be dot-separated tokens of letters, "
@@ -151,7 +149,7 @@ async def connect(url: str | None = None, *, timeout: float = 5.0) -> Client:
             max_reconnect_attempts=-1,
             reconnect_time_wait=0.5,
         )
-    except (OSError, TimeoutError, asyncio.TimeoutError, nats.errors.NoServersError) as exc:
+    except (OSError, TimeoutError, nats.errors.NoServersError) as exc:
         raise BrokerError(
             f"no NATS server answered at {', '.join(servers)}: start one with JetStream "
             f"(`nats-server -js`) or set {NATS_URL_ENV}"
@@ -314,7 +312,7 @@ async def publish_rows(
     pending = [one(row) for row in rows]
     try:
         return list(await asyncio.gather(*pending))
-    except (TimeoutError, asyncio.TimeoutError, nats.errors.NoRespondersError) as exc:
+    except (TimeoutError, nats.errors.NoRespondersError) as exc:
         raise BrokerError(
             f"the broker did not acknowledge records on {subject}: is the stream "
             f"{names.stream} there and JetStream enabled?"
