@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import logging
 import os
 import re
 from collections.abc import Iterable, Mapping
@@ -38,6 +39,8 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StorageType, S
 from nats.js.errors import NotFoundError
 
 from churnops.contracts.source_contract import SourceContract
+
+log = logging.getLogger(__name__)
 
 NATS_URL_ENV = "CHURNOPS_NATS_URL"
 DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
@@ -127,6 +130,11 @@ def nats_url() -> str:
     return os.environ.get(NATS_URL_ENV) or DEFAULT_NATS_URL
 
 
+async def _log_error(exc: Exception) -> None:
+    # nats-py's default prints a traceback for every failed (re)connection attempt.
+    log.warning("NATS: %s", " ".join(str(exc).split()) or type(exc).__name__)
+
+
 async def connect(url: str | None = None, *, timeout: float = 5.0) -> Client:
     """Connect to NATS, failing fast with the address when nothing answers.
 
@@ -142,12 +150,18 @@ async def connect(url: str | None = None, *, timeout: float = 5.0) -> Client:
     """
     servers = [s.strip() for s in (url or nats_url()).split(",") if s.strip()]
     try:
-        return await nats.connect(
-            servers=servers,
-            connect_timeout=timeout,
-            allow_reconnect=True,
-            max_reconnect_attempts=-1,
-            reconnect_time_wait=0.5,
+        # With unlimited reconnects nats-py retries the first connection forever too: the
+        # deadline is what makes an absent server an error instead of a hang.
+        return await asyncio.wait_for(
+            nats.connect(
+                servers=servers,
+                connect_timeout=timeout,
+                allow_reconnect=True,
+                max_reconnect_attempts=-1,
+                reconnect_time_wait=0.5,
+                error_cb=_log_error,
+            ),
+            timeout=timeout,
         )
     except (OSError, TimeoutError, nats.errors.NoServersError) as exc:
         raise BrokerError(
