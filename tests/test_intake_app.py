@@ -25,10 +25,13 @@ import pytest
 import schemathesis
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from jsonschema import Draft202012Validator
 from nats_server import nats_url  # noqa: F401  (the fixture)
+from test_contracts_json_schema import generated_records
 from typer.testing import CliRunner
 
 from churnops.cli import app as cli
+from churnops.contracts.json_schema import contract_json_schema
 from churnops.contracts.source_contract import SOURCE_NAMES, load_source_contracts
 from churnops.ingestion.broker import BrokerNames
 from churnops.ingestion.intake.app import create_app
@@ -172,6 +175,27 @@ def test_the_same_events_posted_twice_are_stored_once(intake: Intake, nats_url: 
     # A corrected record (same key, other values) is a new message: the lake's dedup decides.
     corrected = intake.post("usage_events", [_event(10, quiz_score=80.0)]).json()
     assert (corrected["published"], corrected["duplicates"]) == (1, 0)
+
+
+def test_generated_records_round_trip_through_the_schema_endpoint(
+    intake: Intake,
+    tmp_path: Path,
+    nats_url: str,  # noqa: F811
+) -> None:
+    response = intake.client.get("/v1/schemas/usage_events")
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/schema+json"
+    schema = response.json()
+    assert schema == contract_json_schema(CONTRACTS["usage_events"], schema_id=str(response.url))
+    validator = Draft202012Validator(schema, format_checker=Draft202012Validator.FORMAT_CHECKER)
+    rows = generated_records(tmp_path, customers=10, days=3)["usage_events"][:MAX_ROWS]
+    accepted = intake.post("usage_events", rows)
+    assert accepted.status_code == 202, accepted.text
+    messages, _ = asyncio.run(_read_stream(intake.names, nats_url, accepted.json()["sequences"]))
+    stored = [json.loads(m.data) for m in messages]
+    assert stored == rows
+    assert all(validator.is_valid(row) for row in stored)
+    assert intake.client.get("/v1/schemas/payroll").status_code == 404
 
 
 def _csv(rows: list[dict[str, Any]], columns: list[str]) -> bytes:
