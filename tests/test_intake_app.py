@@ -36,7 +36,7 @@ from churnops.contracts.source_contract import SOURCE_NAMES, load_source_contrac
 from churnops.ingestion.broker import BrokerNames
 from churnops.ingestion.intake.app import create_app
 from churnops.ingestion.intake.settings import IntakeSettings
-from churnops.storage.keys import create_key, list_keys, load_grants, load_key_hashes
+from churnops.storage.keys import KeyGrant, KeyRing, create_key, list_keys, load_grants, load_key_hashes
 
 CONTRACTS = load_source_contracts()
 APPROVED = ["cs-analytics-dashboard"]
@@ -403,6 +403,9 @@ def test_intake_keys_are_scoped_and_old_keys_still_work(tmp_path: Path) -> None:
     grants = load_grants(keys_file=keys_file)
     assert grants[hashlib.sha256(key.encode()).hexdigest()].sources == {"billing"}
     assert list_keys(keys_file=keys_file)[1]["sources"] == ["billing"]
+    ring = KeyRing(keys_file=keys_file, interval_s=0)
+    assert ring.consumer(key) is None  # the prediction service refuses an intake key
+    assert ring.grant(key) == KeyGrant(consumer="billing-system", sources=frozenset({"billing"}))
     with pytest.raises(ValueError, match="no source contract for payroll"):
         create_key(
             keys_file=keys_file, consumer="x", approved_consumers=[], sources=["payroll"],
