@@ -13,10 +13,14 @@ import hashlib
 import io
 import json
 import socket
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import hypothesis
 import nats
 import pyarrow as pa
@@ -428,6 +432,32 @@ def test_the_command_line_creates_intake_keys_and_refuses_to_start_without_one(t
     assert made.exit_code == 0, made.output
     listed = runner.invoke(cli, ["keys", "list", "--home", home])
     assert listed.output.splitlines()[1].endswith("active  intake: customers")
+
+
+def test_the_intake_command_serves_and_publishes(tmp_path: Path, nats_url: str) -> None:  # noqa: F811
+    port = _closed_port()
+    churnops = str(Path(sys.executable).with_name("churnops"))
+    args = [churnops, "intake", "--home", str(tmp_path), "--port", str(port), "--no-require-keys"]
+    process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 120  # generous: start-up imports on a loaded machine
+        while True:
+            assert process.poll() is None, process.stdout.read() if process.stdout else ""
+            try:
+                health = httpx.get(f"{base}/health", timeout=2)
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline, "churnops intake did not answer within 120 s"
+                time.sleep(0.2)
+        assert health.json() == {"status": "ok", "broker": "connected"}
+        accepted = httpx.post(f"{base}/v1/events/usage_events", json=[_event(1)], timeout=30)
+        assert accepted.status_code == 202, accepted.text
+        assert (accepted.json()["published"], accepted.json()["duplicates"]) == (1, 0)
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+        asyncio.run(_delete_stream(BrokerNames.for_home(tmp_path), nats_url))
 
 
 OPERATIONS = {
