@@ -16,7 +16,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +39,8 @@ from churnops.contracts.json_schema import contract_json_schema
 from churnops.contracts.source_contract import SOURCE_NAMES, load_source_contracts
 from churnops.ingestion.broker import BrokerNames
 from churnops.ingestion.intake.app import create_app
+from churnops.ingestion.intake.errors import IntakeError
+from churnops.ingestion.intake.routes import read_body
 from churnops.ingestion.intake.settings import IntakeSettings
 from churnops.storage.keys import KeyGrant, KeyRing, create_key, list_keys, load_grants, load_key_hashes
 
@@ -352,6 +354,28 @@ def test_an_upload_streamed_past_the_limit_is_cut_off(intake: Intake) -> None:
     assert response.status_code == 413
     folder = intake.home / "data" / "uploads" / "customers"
     assert not folder.exists() or list(folder.iterdir()) == []
+
+
+class _StalledRequest:
+    """A request whose body stops arriving after its first part."""
+
+    headers: dict[str, str] = {}  # noqa: RUF012
+
+    async def stream(self) -> AsyncIterator[bytes]:
+        yield b'[{"event_id": '
+        await asyncio.sleep(60)
+        yield b"]"
+
+
+def test_a_body_that_stops_arriving_is_cut_off_with_408() -> None:
+    async def read() -> IntakeError:
+        with pytest.raises(IntakeError) as caught:
+            await read_body(_StalledRequest(), limit=LIMIT_BYTES, idle_s=0.2)  # type: ignore[arg-type]
+        return caught.value
+
+    error = asyncio.run(asyncio.wait_for(read(), timeout=30))
+    assert (error.status, error.error) == (408, "request_timeout")
+    assert "for 0.2 s" in error.detail
 
 
 def test_metrics_count_requests_rows_and_duplicates(intake: Intake) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
@@ -86,17 +87,49 @@ def _check_declared_length(request: Request, *, what: str, limit: int) -> None:
         raise _too_large(what, limit)
 
 
-async def _read_body(request: Request, *, limit: int) -> bytes:
+async def _body(request: Request, *, idle_s: float) -> AsyncIterator[bytes]:
+    """The request body as it arrives; a pause longer than `idle_s` ends it with 408."""
+    chunks = request.stream().__aiter__()
+    while True:
+        try:
+            async with asyncio.timeout(idle_s):
+                chunk = await anext(chunks)
+        except StopAsyncIteration:
+            return
+        except TimeoutError as exc:
+            raise IntakeError(
+                408,
+                "request_timeout",
+                f"no part of the request body arrived for {idle_s:g} s; send it again",
+                headers={"Connection": "close"},
+            ) from exc
+        except ClientDisconnect as exc:
+            raise IntakeError(400, "interrupted", "the request body ended before it was complete") from exc
+        yield chunk
+
+
+async def read_body(request: Request, *, limit: int, idle_s: float) -> bytes:
+    """Read a whole request body, refusing it as soon as it passes the limit.
+
+    Args:
+        request: The request.
+        limit: Most bytes accepted.
+        idle_s: Longest pause between two parts of the body.
+
+    Returns:
+        The body.
+
+    Raises:
+        IntakeError: 413 past the limit (at once when `Content-Length` says so), 408 when the
+            body stops arriving, 400 when the client went away.
+    """
     _check_declared_length(request, what="the request body", limit=limit)
     chunks, size = [], 0
-    try:
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise _too_large("the request body", limit)
-            chunks.append(chunk)
-    except ClientDisconnect as exc:
-        raise IntakeError(400, "interrupted", "the request body ended before it was complete") from exc
+    async for chunk in _body(request, idle_s=idle_s):
+        size += len(chunk)
+        if size > limit:
+            raise _too_large("the request body", limit)
+        chunks.append(chunk)
     return b"".join(chunks)
 
 
@@ -129,7 +162,7 @@ def _batched(rows: list[dict[str, Any]], size: int) -> Iterable[list[Mapping[str
     "/v1/events/{source}",
     status_code=202,
     summary="Deliver records of a source (events, webhooks)",
-    responses=error_responses(400, 401, 403, 404, 413, 422, 503),
+    responses=error_responses(400, 401, 403, 404, 408, 413, 422, 503),
     openapi_extra={"requestBody": EVENTS_BODY},
 )
 async def post_events(request: Request, contract: Authorized) -> EventsAccepted:
@@ -140,7 +173,7 @@ async def post_events(request: Request, contract: Authorized) -> EventsAccepted:
     applied downstream, where a bad record is quarantined, not dropped.
     """
     settings = _state(request).settings
-    body = await _read_body(request, limit=settings.max_request_bytes)
+    body = await read_body(request, limit=settings.max_request_bytes, idle_s=settings.body_idle_timeout_s)
     try:
         items = parse_rows(body)
     except (json.JSONDecodeError, UnicodeDecodeError, ValueError) as exc:
@@ -215,19 +248,11 @@ def _read_upload(received: ReceivedFile, contract: SourceContract) -> pa.Table:
     return table
 
 
-async def _chunks(request: Request) -> AsyncIterator[bytes]:
-    try:
-        async for chunk in request.stream():
-            yield chunk
-    except ClientDisconnect as exc:
-        raise IntakeError(400, "interrupted", "the upload ended before it was complete") from exc
-
-
 @deliveries.put(
     "/v1/uploads/{source}",
     status_code=202,
     summary="Upload a CSV or Parquet export of a source",
-    responses=error_responses(400, 401, 403, 404, 413, 415, 422, 503),
+    responses=error_responses(400, 401, 403, 404, 408, 413, 415, 422, 503),
     openapi_extra={"requestBody": UPLOAD_BODY},
 )
 async def put_upload(
@@ -250,7 +275,8 @@ async def put_upload(
     _check_declared_length(request, what="the upload", limit=limit)
     folder = state.settings.uploads_dir / contract.name
     try:
-        received = await receive_file(_chunks(request), folder=folder, extension=extension, limit=limit)
+        chunks = _body(request, idle_s=state.settings.body_idle_timeout_s)
+        received = await receive_file(chunks, folder=folder, extension=extension, limit=limit)
     except UploadTooLarge as exc:
         raise _too_large("the upload", limit) from exc
     try:

@@ -22,6 +22,8 @@ class IntakeSettings(BaseModel):
         max_rows: Most records in one events request (413 past it).
         max_upload_bytes: Largest uploaded file (413 as soon as the body passes it).
         publish_batch_rows: Records of an upload published (and awaited) together.
+        body_idle_timeout_s: Longest pause between two parts of a request body (408 past it), so
+            a client that stalls mid-body cannot hold a request open.
         nats_url: The broker's address(es); None reads `CHURNOPS_NATS_URL` or the local default.
         connect_timeout_s: Longest wait for the broker before a request gets 503.
         ack_timeout_s: Longest wait for the broker's acknowledgement of a record.
@@ -37,6 +39,7 @@ class IntakeSettings(BaseModel):
     max_rows: int = Field(default=10_000, ge=1)
     max_upload_bytes: int = Field(default=256 * MIB, ge=1)
     publish_batch_rows: int = Field(default=1000, ge=1, le=100_000)
+    body_idle_timeout_s: float = Field(default=30.0, gt=0)
     nats_url: str | None = None
     connect_timeout_s: float = Field(default=2.0, gt=0)
     ack_timeout_s: float = Field(default=10.0, gt=0)
