@@ -49,7 +49,15 @@ _EXTENSIONS = {CSV: ".csv", PARQUET: ".parquet"}
 
 @dataclass
 class IntakeState:
-    """What the routes share: settings, contracts, the key ring, the publisher and the metrics."""
+    """What the routes share.
+
+    Attributes:
+        settings: The service's settings.
+        contracts: The source contracts, by name.
+        keys: The key ring; None when keys are not required.
+        publisher: The broker connection.
+        metrics: The service's metrics.
+    """
 
     settings: IntakeSettings
     contracts: Mapping[str, SourceContract]
@@ -65,7 +73,19 @@ def _state(request: Request) -> IntakeState:
 async def authorized(
     request: Request, source: str, key: Annotated[str | None, Depends(_API_KEY)]
 ) -> SourceContract:
-    """The contract of the path's source, once the request may deliver it (see `auth.authorize`)."""
+    """The contract of the path's source, once the request may deliver it (a route dependency).
+
+    Args:
+        request: The request (its app holds the contracts and the key ring).
+        source: The source named in the path.
+        key: The `X-API-Key` header, if any.
+
+    Returns:
+        The source's contract.
+
+    Raises:
+        IntakeError: 401, 403 or 404, as `auth.authorize` says.
+    """
     state = _state(request)
     return auth.authorize(source=source, key=key, contracts=state.contracts, keys=state.keys)
 
