@@ -25,6 +25,8 @@ FEAST_DIR = DATA_DIR / "feast"
 AUDIT_DB = DATA_DIR / "audit.db"
 PREDICTIONS_DIR = DATA_DIR / "predictions"
 API_KEYS_FILE = DATA_DIR / "serving" / "api_keys.json"
+# Files delivered through the intake API, content-addressed: `<source>/<sha256>.<ext>`.
+UPLOADS_DIR = DATA_DIR / "uploads"
 # One writer per home (`churnops.storage.lock`): the flock target and its holder record.
 LOCK_FILE = DATA_DIR / ".churnops.lock"
 LOCK_HOLDER_FILE = DATA_DIR / ".churnops.lock.json"

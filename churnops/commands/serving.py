@@ -105,25 +105,46 @@ def serve(
 @keys_app.command("create")
 def create_key_command(
     ctx: typer.Context,
-    consumer: Annotated[str, typer.Argument(help="An approved consumer from the feature contract.")],
+    consumer: Annotated[
+        str,
+        typer.Argument(
+            help="An approved consumer from the feature contract; with --source, the producer delivering."
+        ),
+    ],
+    source: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--source",
+            help="Make an intake key allowed to deliver this source (repeat for several); "
+            "without it, a prediction key.",
+        ),
+    ] = None,
     home: HomeOption = None,
     wait: WaitOption = 0.0,
 ) -> None:
-    """Create an API key for an approved consumer; the key is printed once and stored only hashed."""
+    """Create an API key (prediction, or intake with --source); printed once and stored only hashed."""
     ws = workspace(home)
     writer_lock(ctx, ws, wait=wait)
     from churnops.contracts.feature_contract import load_feature_contract
+    from churnops.contracts.source_contract import SOURCE_NAMES
     from churnops.storage.keys import create_key
 
     contract = load_feature_contract()
     path = keys_file(ws)
     try:
         key = create_key(
-            keys_file=path, consumer=consumer, approved_consumers=contract.privacy.approved_consumers
+            keys_file=path,
+            consumer=consumer,
+            approved_consumers=contract.privacy.approved_consumers,
+            sources=source or (),
+            known_sources=SOURCE_NAMES,
         )
     except ValueError as exc:
         raise fail(str(exc)) from exc
-    console.print(f"API key for [bold]{consumer}[/] (shown once; its SHA-256 is in {path}):", highlight=False)
+    scope = f" (intake: {', '.join(sorted(set(source)))})" if source else ""
+    console.print(
+        f"API key for [bold]{consumer}[/]{scope} (shown once; its SHA-256 is in {path}):", highlight=False
+    )
     console.print(key, highlight=False, soft_wrap=True)
 
 
@@ -147,6 +168,8 @@ def list_keys_command(home: HomeOption = None) -> None:
     for entry in sorted(entries, key=lambda e: (e["consumer"], e.get("created_at", ""))):
         revoked = entry.get("revoked_at")
         status = f"revoked {revoked[:19]}" if revoked else "active"
+        if entry.get("sources"):
+            status += f"  intake: {','.join(entry['sources'])}"
         created = entry.get("created_at", "")[:19]
         console.print(
             f"{entry['consumer']:<{width}}  {entry['sha256'][:16]}  {created:<19}  {status}",
