@@ -83,6 +83,10 @@ def run(folder: str, runs_file: str) -> dict[str, dict[str, str]]:
 
 
 def _run_once(dag: Any) -> dict[str, str]:
+    # `dag.test()` of Airflow 3.3 cannot finish a successful run of a DAG with a deadline alert
+    # (it looks the alert up by its serialized form instead of its id); the scheduler can. The run
+    # goes without it: `describe` checks the alerts.
+    dag.deadline = None
     dag_run = dag.test()
     from airflow.models.taskinstance import TaskInstance
     from airflow.utils.session import create_session
