@@ -164,7 +164,7 @@ def runs(airflow_home: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[s
     work = tmp_path_factory.mktemp("airflow-runs")
     home = work / "home"
     demo = subprocess.run(
-        [str(CHURNOPS), "demo", "--home", str(home), "--customers", "300", "--days", "60", "--seed", "7"],
+        [str(CHURNOPS), "demo", "--home", str(home), "--customers", "300", "--days", "100", "--seed", "7"],
         capture_output=True,
         text=True,
         timeout=900,
