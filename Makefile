@@ -4,13 +4,18 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# The scheduler's separate environment (orchestration/airflow/requirements.txt): Airflow 3 pins
+# SQLAlchemy and FastAPI releases that Feast and MLflow refuse.
+AIRFLOW_VENV  := .venv-airflow
+AIRFLOW_STAMP := $(AIRFLOW_VENV)/.installed
+AIRFLOW_REQS  := orchestration/airflow/requirements.txt orchestration/airflow/constraints.txt
 
 export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := true
 export FEAST_USAGE := False
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: run test lint install clean bench
+.PHONY: run test lint install airflow clean bench
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -22,10 +27,20 @@ $(STAMP): pyproject.toml | $(BIN)/python
 
 install: $(STAMP)
 
+$(AIRFLOW_VENV)/bin/python:
+	$(PYTHON) -m venv $(AIRFLOW_VENV)
+
+$(AIRFLOW_STAMP): $(AIRFLOW_REQS) | $(AIRFLOW_VENV)/bin/python
+	$(AIRFLOW_VENV)/bin/pip install --quiet --quiet \
+		-r orchestration/airflow/requirements.txt -c orchestration/airflow/constraints.txt
+	touch $(AIRFLOW_STAMP)
+
+airflow: $(AIRFLOW_STAMP)
+
 run: $(STAMP)
 	$(BIN)/churnops demo
 
-test: $(STAMP)
+test: $(STAMP) $(AIRFLOW_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -n 2 --dist loadfile -q
 

@@ -13,7 +13,17 @@ import click
 import typer
 from typer.core import TyperGroup
 
-from churnops.commands import data, demo, features, ingest, intake, monitoring, serving, training
+from churnops.commands import (
+    data,
+    demo,
+    features,
+    ingest,
+    intake,
+    metrics,
+    monitoring,
+    serving,
+    training,
+)
 from churnops.commands.common import fail
 from churnops.errors import ChurnopsError
 from churnops.storage.modes import private_umask
@@ -53,7 +63,7 @@ def main(ctx: typer.Context) -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
-for module in (data, ingest, intake, features, training, monitoring, serving, demo):
+for module in (data, ingest, intake, features, training, monitoring, metrics, serving, demo):
     module.register(app)
 
 

@@ -18,6 +18,7 @@ from fastapi import FastAPI
 
 from churnops.contracts.entity import entity_id_format
 from churnops.contracts.feature_contract import FeatureContract, load_feature_contract
+from churnops.monitoring.dq_metrics import DataQualityCollector
 from churnops.serving import routers
 from churnops.serving.batcher import MicroBatcher
 from churnops.serving.docs import describe_service, install_docs
@@ -144,6 +145,14 @@ def stop_runtime(runtime: Runtime) -> None:
     runtime.log.stop()
 
 
+def _service_metrics(settings: ServingSettings) -> ServingMetrics:
+    """The service's metrics, with the home's data-quality gauges when the settings name a home."""
+    metrics = ServingMetrics(endpoints=set(ENDPOINTS))
+    if settings.data_quality_home is not None:
+        metrics.registry.register(DataQualityCollector(home=settings.data_quality_home))
+    return metrics
+
+
 def create_app(
     *,
     tracking_uri: str,
@@ -175,7 +184,7 @@ def create_app(
             f"contract {contract.name} v{contract.version} gives entity ids the format "
             f"{entity_id_format(contract)!r}, but the request schemas enforce {CUSTOMER_ID_FORMAT!r}"
         )
-    service = ServiceState(settings=settings, metrics=ServingMetrics(endpoints=set(ENDPOINTS)))
+    service = ServiceState(settings=settings, metrics=_service_metrics(settings))
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

@@ -30,6 +30,8 @@ class ServingSettings(BaseModel):
         log_flush_interval_s: Longest time a prediction waits in memory before it is written.
         log_batch_rows: Most predictions written in one transaction.
         body_timeout_s: Longest time a request body may take to arrive (408 past it).
+        data_quality_home: The workspace whose data-quality figures `/metrics` also exports
+            (`churnops.monitoring.dq_metrics`, read on each scrape); None exports none.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -50,6 +52,7 @@ class ServingSettings(BaseModel):
     log_flush_interval_s: float = Field(default=0.5, gt=0)
     log_batch_rows: int = Field(default=2000, ge=1)
     body_timeout_s: float = Field(default=10.0, gt=0)
+    data_quality_home: Path | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> ServingSettings:

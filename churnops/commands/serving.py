@@ -61,6 +61,7 @@ def serve(
         settings = ServingSettings(
             predictions_dir=ws.predictions,
             keys_file=keys_file(ws),
+            data_quality_home=ws.home,
             require_keys=require_keys,
             shadow=contract.serving.shadow_reads if shadow is None else shadow,
             poll_interval_s=poll_interval,
