@@ -154,7 +154,8 @@ def check(
         bool, typer.Option("--json", help="Print the results as JSON instead of a table.")
     ] = False,
 ) -> None:
-    """Run the source contracts' batch checks on what is in the lake; exit 1 when any fails."""
+    """Run the source contracts' batch checks on what is in the lake; exit 1 when any fails, 2 when the
+    lake is empty or missing."""
     from churnops.ingestion.checks import check_lake
     from churnops.ingestion.log import unsettled_batches
 
@@ -168,6 +169,13 @@ def check(
             "(`churnops ingest`, `features build`) to recover first, then check again.",
             highlight=False,
             soft_wrap=True,
+        )
+    if not any(ws.lake.glob("*/date=*/data.parquet")):
+        # Every check would be "skipped" and the gate green: most likely the wrong workspace.
+        raise fail(
+            f"the lake {ws.lake} holds no data (no <source>/date=*/data.parquet partition): nothing to "
+            "check. Is --home / $CHURNOPS_HOME the workspace you meant? Run `churnops ingest` first.",
+            code=2,
         )
     try:
         report = check_lake(lake_dir=ws.lake, source=source)
