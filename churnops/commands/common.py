@@ -48,8 +48,9 @@ def workspace(home: Path | None, *, create: bool = False) -> Workspace:
 
     Args:
         home: The `--home` option's value.
-        create: Whether the command creates workspaces (`demo`, `generate`); every other command
-            needs an existing home, so a mistyped path fails instead of growing a new workspace.
+        create: Whether the command creates workspaces (`demo`, `generate`, `ingest --source`);
+            every other command needs an existing home, so a mistyped path fails instead of
+            growing a new workspace.
 
     Returns:
         The resolved workspace, with the environment prepared for Feast and MLflow.

@@ -59,7 +59,8 @@ def ingest(
     """Validate landing files against the source contracts and merge accepted rows into the lake."""
     from churnops.ingestion.ingest import ingest as run_ingest
 
-    ws = workspace(home)
+    # Files from elsewhere may start a new workspace; the home's own landing folder needs the home.
+    ws = workspace(home, create=source is not None)
     writer_lock(ctx, ws, wait=wait)
     landing = source or ws.landing
     try:
@@ -170,6 +171,10 @@ def check(
             highlight=False,
             soft_wrap=True,
         )
+    try:
+        report = check_lake(lake_dir=ws.lake, source=source)
+    except ChurnopsError as exc:
+        raise fail(" ".join(str(exc).split())) from exc
     if not any(ws.lake.glob("*/date=*/data.parquet")):
         # Every check would be "skipped" and the gate green: most likely the wrong workspace.
         raise fail(
@@ -177,10 +182,6 @@ def check(
             "check. Is --home / $CHURNOPS_HOME the workspace you meant? Run `churnops ingest` first.",
             code=2,
         )
-    try:
-        report = check_lake(lake_dir=ws.lake, source=source)
-    except ChurnopsError as exc:
-        raise fail(" ".join(str(exc).split())) from exc
     if as_json:
         typer.echo(json.dumps(report.to_dict(), indent=2))
     else:
