@@ -176,3 +176,14 @@ def test_the_feast_ui_app_starts_and_lists_the_project(home: Path) -> None:
     assert [p["id"] for p in projects.json()["projects"]] == [store.project]
     assert page.status_code == 200
     assert "<html" in page.text.lower()
+
+
+def test_feast_plan_after_churnops_features_apply_reports_no_changes(home: Path, tmp_path: Path) -> None:
+    fresh = tmp_path / "home"
+    (fresh / "data").mkdir(parents=True)
+    (fresh / "data" / "features").symlink_to(home / "data" / "features")
+    result = CliRunner().invoke(app, ["features", "apply", "--home", str(fresh)])
+    assert result.exit_code == 0, result.output
+    planned = _feast("plan", repo=FEATURE_REPO, home=fresh)
+    assert "No changes to registry" in planned, planned
+    assert "No changes to infrastructure" in planned, planned
