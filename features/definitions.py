@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from datetime import UTC, datetime, time
 from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -46,6 +47,45 @@ def _flat(text: str) -> str:
     return " ".join(text.split())
 
 
+def _version_time(contract: FeatureContract) -> datetime:
+    """Midnight UTC of the changelog date of the contract's current version."""
+    dates = [e.date for e in contract.versioning.changelog if e.version == contract.version]
+    if not dates:
+        raise ValueError(f"{contract.name} v{contract.version}: versioning.changelog has no entry for it")
+    return datetime.combine(max(dates), time(), tzinfo=UTC)
+
+
+def _pinned_file_source(*, version_time: datetime) -> type[FileSource]:
+    """A FileSource class whose registry timestamps are fixed at `version_time`.
+
+    Feast stamps a source with the wall clock when it is built, and the registry stamps it again
+    when it first stores it; the view embeds the source with its stamps. Once the registry's view
+    differs from the definitions in anything (a materialization interval is enough), `feast plan`
+    compares the embedded sources field by field and reports every view as changed. Timestamps
+    taken from the contract's version are the same in every process, so only real changes show.
+    The registry stores the source as a plain FileSource: reading it back needs no churnops.
+
+    Args:
+        version_time: The time every instance reports as created and last updated.
+
+    Returns:
+        The subclass.
+    """
+    from feast import FileSource
+
+    class ContractFileSource(FileSource):
+        def __setattr__(self, name: str, value: object) -> None:
+            if name in ("created_timestamp", "last_updated_timestamp"):
+                value = version_time
+            super().__setattr__(name, value)
+
+    # Feast records a view's source class by module and name, and a registry re-written by
+    # `materialize` records a plain FileSource: the same name keeps the two records equal.
+    ContractFileSource.__module__ = FileSource.__module__
+    ContractFileSource.__name__ = ContractFileSource.__qualname__ = FileSource.__name__
+    return ContractFileSource
+
+
 def build_definitions(*, contract: FeatureContract, features_dir: Path) -> Definitions:
     """Build the Feast objects of a contract whose offline table lives under `features_dir`.
 
@@ -56,7 +96,7 @@ def build_definitions(*, contract: FeatureContract, features_dir: Path) -> Defin
     Returns:
         The entity, source, view and service.
     """
-    from feast import Entity, FeatureService, FeatureView, Field, FileSource
+    from feast import Entity, FeatureService, FeatureView, Field
     from feast import types as feast_types
     from feast.data_format import ParquetFormat
     from feast.types import UnixTimestamp
@@ -72,7 +112,7 @@ def build_definitions(*, contract: FeatureContract, features_dir: Path) -> Defin
         owner=owner,
         tags=tags,
     )
-    source = FileSource(
+    source = _pinned_file_source(version_time=_version_time(contract))(
         name=source_name(contract),
         path=table_glob(features_dir, contract),
         file_format=ParquetFormat(),

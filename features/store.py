@@ -116,8 +116,25 @@ def apply(store: FeatureStore) -> None:
     Args:
         store: A store from `open_store` (CHURNOPS_HOME names the home whose table the source reads).
     """
+    from feast.repo_contents import RepoContents
+
     d = repo_definitions()
     store.apply([d.entity, d.source, d.view, d.service])
+    # `FeatureStore.apply` creates the online tables but, unlike `feast apply`, does not record them
+    # in the registry's infra; `feast plan` would then announce tables that already exist.
+    contents = RepoContents(
+        projects=[],
+        data_sources=[d.source],
+        feature_views=[d.view],
+        on_demand_feature_views=[],
+        stream_feature_views=[],
+        label_views=[],
+        entities=[d.entity],
+        feature_services=[d.service],
+        permissions=[],
+    )
+    _, _, infra = store.plan(contents)
+    store.registry.update_infra(infra, store.project, commit=True)
 
 
 def is_applied(store: FeatureStore) -> bool:

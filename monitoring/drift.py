@@ -17,9 +17,13 @@ How Evidently 0.7 bins (read from `evidently/legacy/calculations/stattests/utils
    (smallest non-zero share) / 10⁶ when that smallest share is itself ≤ 0.0001.
 5. PSI = Σ over bins of (ref_share - cur_share) · ln(ref_share / cur_share).
 
-The grade comes from Evidently's own tests on the same metric: `lt(warn, is_critical=False)` fails
-as WARNING when PSI ≥ warn, `lt(block)` fails as FAIL when PSI ≥ block. WARNING maps to `warn`,
-FAIL to `block`.
+The grade comes from one Evidently test per feature (`psi_grade`, below): SUCCESS under warn,
+WARNING at warn or above, FAIL at block or above; WARNING maps to `warn`, FAIL to `block`. (Two
+stock tests, `lt(warn)` and `lt(block)`, would count a blocking feature twice in the Tests tab.)
+
+The HTML report starts with a summary table (feature, PSI, status, threshold) and shows, per
+feature, the reference and current distributions; Evidently's "data drift" tab, the column's mean
+over row index, is dropped: a training set and a snapshot have no common row order.
 
 `import evidently` costs seconds, so it happens inside `compute_drift` only.
 """
@@ -29,6 +33,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import Any, Literal
 
@@ -42,7 +47,7 @@ Status = Literal["ok", "warn", "block"]
 Kind = Literal["numeric", "categorical"]
 
 _SEVERITY: dict[str, int] = {"ok": 0, "warn": 1, "block": 2}
-# Evidently's test statuses for lt(warn, is_critical=False) and lt(block).
+# The statuses of the `psi_grade` test.
 _GRADE: dict[str, Status] = {"WARNING": "warn", "FAIL": "block"}
 
 
@@ -105,6 +110,17 @@ class DriftResult:
         """Names of the features whose PSI reaches the warn (but not the block) threshold."""
         return [f.feature for f in self.features if f.status == "warn"]
 
+    def threshold_of(self, feature: FeatureDrift) -> float:
+        """The threshold behind a feature's status: the one it crossed, or warn when it crossed none.
+
+        Args:
+            feature: One of this result's features.
+
+        Returns:
+            `block` for a blocking feature, `warn` otherwise.
+        """
+        return self.block if feature.status == "block" else self.warn
+
     def to_dict(self) -> dict[str, Any]:
         """The JSON summary: thresholds, row counts, overall status and per-feature PSI.
 
@@ -119,6 +135,10 @@ class DriftResult:
             "rows": {"reference": self.reference_rows, "current": self.current_rows},
             "blocking": self.blocking,
             "warning": self.warning,
+            "summary": [
+                {"feature": f.feature, "psi": f.psi, "status": f.status, "threshold": self.threshold_of(f)}
+                for f in self.features
+            ],
             "features": [
                 {
                     "feature": f.feature,
@@ -241,12 +261,12 @@ def compute_drift(
 
     from evidently import DataDefinition, Dataset, Report
     from evidently.metrics import ValueDrift
-    from evidently.tests import lt
 
     definition = DataDefinition(numerical_columns=numeric, categorical_columns=categorical)
     columns = [n for n in contract.feature_names if n in numeric or n in categorical]
+    grade = _psi_grade_test()
     metrics = [
-        ValueDrift(column=c, method="psi", threshold=block, tests=[lt(warn, is_critical=False), lt(block)])
+        ValueDrift(column=c, method="psi", threshold=block, tests=[grade(warn=warn, block=block)])
         for c in columns
     ]
     snapshot = Report(metrics, include_tests=True).run(
@@ -276,7 +296,80 @@ def compute_drift(
     result = DriftResult(
         features=features, warn=warn, block=block, reference_rows=len(reference), current_rows=len(current)
     )
+    _shape_report(snapshot=snapshot, result=result)
     return DriftRun(result=result, snapshot=snapshot)
+
+
+@cache
+def _psi_grade_test() -> type:
+    """Evidently's test class for one feature's PSI grade (built once: Evidently registers it).
+
+    Returns:
+        A `MetricTest` with fields `warn` and `block`: SUCCESS below warn, WARNING from warn,
+        FAIL from block.
+    """
+    from evidently.core.metric_types import MetricTest, MetricTestResult, TestStatus
+
+    class PsiGrade(MetricTest):
+        warn: float
+        block: float
+
+        def to_test(self) -> Any:
+            def grade(context: Any, metric: Any, value: Any) -> MetricTestResult:
+                psi = float(value.value)
+                status, word = (
+                    (TestStatus.FAIL, "block")
+                    if psi >= self.block
+                    else (TestStatus.WARNING, "warn")
+                    if psi >= self.warn
+                    else (TestStatus.SUCCESS, "ok")
+                )
+                return MetricTestResult(
+                    id="psi_grade",
+                    name=f"{value.display_name}: PSI below {self.warn:g} (warn) and {self.block:g} (block)",
+                    description=f"PSI {psi:.4f}: {word}",
+                    status=status,
+                    metric_config=metric.to_metric_config(),
+                    test_config=self.dict(),
+                )
+
+            return grade
+
+    return PsiGrade
+
+
+def summary_rows(result: DriftResult) -> list[list[str]]:
+    """The summary table's rows: feature, PSI, status, threshold (blocking features first).
+
+    Args:
+        result: The graded figures.
+
+    Returns:
+        One row of strings per feature, worst status first, then by PSI, highest first.
+    """
+    ordered = sorted(result.features, key=lambda f: (-_SEVERITY[f.status], -f.psi))
+    return [[f.feature, f"{f.psi:.4f}", f.status, f"{result.threshold_of(f):g}"] for f in ordered]
+
+
+def _shape_report(*, snapshot: Any, result: DriftResult) -> None:
+    """Put the summary table first and keep only the distribution comparison of each feature.
+
+    Evidently 0.7 renders the snapshot's `_widgets` list; a feature's tabs are shared with it.
+    """
+    from evidently.legacy.renderers.html_widgets import WidgetSize, table_data
+
+    for widget in snapshot._widgets:
+        if widget.tabs:
+            widget.tabs = [tab for tab in widget.tabs if tab.title != "DATA DRIFT"]
+    counts = f"{len(result.blocking)} block, {len(result.warning)} warn, {len(result.features)} features"
+    summary = table_data(
+        title=f"PSI drift summary: {counts} (warn ≥ {result.warn:g}, block ≥ {result.block:g}; "
+        f"reference {result.reference_rows:,} rows, current {result.current_rows:,} rows)",
+        column_names=["feature", "PSI", "status", "threshold"],
+        data=summary_rows(result),
+        size=WidgetSize.FULL,
+    )
+    snapshot._widgets.insert(0, summary)
 
 
 def write_drift_json(*, result: DriftResult, path: Path) -> Path:

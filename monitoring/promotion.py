@@ -7,6 +7,8 @@ checks and the decision are `monitoring.gate`, the registry access `monitoring.r
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -94,6 +96,7 @@ def run_gate(
     reason: str | None = None,
     current_file: Path | None = None,
     now: datetime | None = None,
+    step: Callable[[str], AbstractContextManager[object]] = nullcontext,
 ) -> GateRun:
     """Gather the gate's inputs, decide, and (unless a dry run) act.
 
@@ -111,6 +114,8 @@ def run_gate(
         reason: Why (recorded in the audit table).
         current_file: A current frame instead of the latest snapshot of every active customer.
         now: The decision time (default: now, UTC).
+        step: Wraps each stage of the run (`step("drift")`), e.g. to show progress; does nothing
+            by default.
 
     Returns:
         The decision, the drift run, the audit id (None for a dry run) and what was reconciled.
@@ -122,31 +127,40 @@ def run_gate(
     now = now or datetime.now(UTC)
     require_reason(force=force, reason=reason)
     contract = load_feature_contract()
-    client = open_client(tracking_uri=tracking_uri, tracking_db=tracking_db)
-    recovered: tuple[Resolution, ...] = ()
-    if not dry_run:
-        recovered = tuple(reconcile(client=client, audit_db=audit_db, user=current_user(), now=now))
-    inputs = gather_inputs(
-        client=client,
-        contract=contract,
-        lake_dir=lake_dir,
-        features_dir=features_dir,
-        current_file=current_file,
-    )
-    drift = compute_drift(
-        reference=inputs.train,
-        current=inputs.current,
-        contract=contract,
-        reference_label=f"challenger v{inputs.versions.challenger} training set",
-        current_label=inputs.current_label,
-    )
-    checks = gate_checks(
-        inputs=inputs, drift=drift, contract=contract, lake_dir=lake_dir, tracking_uri=tracking_uri, now=now
-    )
+    with step("reading the challenger's datasets and the current features"):
+        client = open_client(tracking_uri=tracking_uri, tracking_db=tracking_db)
+        recovered: tuple[Resolution, ...] = ()
+        if not dry_run:
+            recovered = tuple(reconcile(client=client, audit_db=audit_db, user=current_user(), now=now))
+        inputs = gather_inputs(
+            client=client,
+            contract=contract,
+            lake_dir=lake_dir,
+            features_dir=features_dir,
+            current_file=current_file,
+        )
+    with step("PSI drift per feature (Evidently)"):
+        drift = compute_drift(
+            reference=inputs.train,
+            current=inputs.current,
+            contract=contract,
+            reference_label=f"challenger v{inputs.versions.challenger} training set",
+            current_label=inputs.current_label,
+        )
+    with step("contracts, quality and champion vs challenger on the out-of-time window"):
+        checks = gate_checks(
+            inputs=inputs,
+            drift=drift,
+            contract=contract,
+            lake_dir=lake_dir,
+            tracking_uri=tracking_uri,
+            now=now,
+        )
     decision = decide(versions=inputs.versions, checks=checks, dry_run=dry_run, force=force, reason=reason)
     audit_id = None
     if not dry_run:
-        audit_id = act(client=client, decision=decision, drift=drift, audit_db=audit_db, now=now)
+        with step("recording the decision (audit, MLflow, alias)"):
+            audit_id = act(client=client, decision=decision, drift=drift, audit_db=audit_db, now=now)
     return GateRun(decision=decision, drift=drift, audit_id=audit_id, recovered=recovered)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
@@ -15,7 +16,7 @@ from test_features_lake import CONTRACT, oracle
 from typer.testing import CliRunner
 
 from churnops.cli import app
-from churnops.features.store import FEATURE_REPO, open_store
+from churnops.features.store import FEATURE_REPO, apply, is_applied, open_store
 from churnops.features.table import read_latest
 from churnops.features.training_set import get_training_set
 from churnops.ingestion.ingest import ingest
@@ -117,3 +118,72 @@ def test_the_feast_cli_applies_plans_and_materializes_from_the_feature_repo(home
     assert (online["snapshot_ts"] == UNTIL).all()
     for name in CONTRACT.feature_names:
         assert online[name].tolist() == latest[name].tolist(), name
+
+
+def _feast(*commands: str, repo: Path, home: Path) -> str:
+    """`feast` commands in a process of their own (as a user runs them), from `repo`; the stdout."""
+    run = subprocess.run(
+        [sys.executable, "-c", _DRIVER, *commands],
+        cwd=repo,
+        env={**os.environ, "CHURNOPS_HOME": str(home), "FEAST_USAGE": "False"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    return run.stdout
+
+
+def test_feast_plan_after_apply_and_materialize_reports_no_changes_until_a_definition_changes(
+    home: Path, tmp_path: Path
+) -> None:
+    # A fresh registry over the module's feature table, and a copy of feature_repo/ to edit.
+    fresh = tmp_path / "home"
+    (fresh / "data").mkdir(parents=True)
+    (fresh / "data" / "features").symlink_to(home / "data" / "features")
+    repo = tmp_path / "feature_repo"
+    shutil.copytree(FEATURE_REPO, repo, ignore=shutil.ignore_patterns("__pycache__"))
+    window = f"{(UNTIL - timedelta(days=1)).isoformat()} {UNTIL.isoformat()}"
+
+    applied = _feast("apply", f"materialize {window}", repo=repo, home=fresh)
+    assert "Created feature view customer_profile_30d" in applied
+
+    planned = _feast("plan", repo=repo, home=fresh)
+    assert "No changes to registry" in planned, planned
+    assert "Updated" not in planned
+
+    # A real change still shows, and only that change.
+    with (repo / "features.py").open("a") as f:
+        f.write('\ncustomer_profile_30d.description = "Edited in a pull request."\n')
+    changed = _feast("plan", repo=repo, home=fresh)
+    assert "Updated feature view customer_profile_30d" in changed
+    assert "\tdescription:" in changed
+    assert "batch_source" not in changed
+
+
+def test_the_feast_ui_app_starts_and_lists_the_project(home: Path) -> None:
+    from fastapi.testclient import TestClient
+    from feast.ui_server import get_app
+
+    store = open_store(home=home)
+    if not is_applied(store):
+        apply(store)
+    with TestClient(get_app(store, store.project)) as client:
+        projects = client.get("/projects-list.json")
+        page = client.get("/")
+    assert projects.status_code == 200
+    assert [p["id"] for p in projects.json()["projects"]] == [store.project]
+    assert page.status_code == 200
+    assert "<html" in page.text.lower()
+
+
+def test_feast_plan_after_churnops_features_apply_reports_no_changes(home: Path, tmp_path: Path) -> None:
+    fresh = tmp_path / "home"
+    (fresh / "data").mkdir(parents=True)
+    (fresh / "data" / "features").symlink_to(home / "data" / "features")
+    result = CliRunner().invoke(app, ["features", "apply", "--home", str(fresh)])
+    assert result.exit_code == 0, result.output
+    planned = _feast("plan", repo=FEATURE_REPO, home=fresh)
+    assert "No changes to registry" in planned, planned
+    assert "No changes to infrastructure" in planned, planned

@@ -248,4 +248,4 @@ def test_training_set_command_writes_the_rows_in_order(home: Home, tmp_path: Pat
         app,
         ["training-set", "--home", str(path), "--entities", str(tmp_path / "nope.csv"), "--out", "x.parquet"],
     )
-    assert result.exit_code == 1 and "does not exist" in " ".join(result.output.split())
+    assert result.exit_code == 2 and "does not exist" in " ".join(result.output.split())

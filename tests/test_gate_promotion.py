@@ -254,6 +254,16 @@ def test_cli_promote_dry_run_force_and_audit(store: Store, tmp_path: Path, monke
     assert "refused" in refused.output and "plan_type" in refused.output
     assert champion(store, "churn-model") is None
 
+    args = ["promote", "--home", home, "--current", str(shifted), "--dry-run", "--json"]
+    as_json = runner.invoke(app, args)
+    assert as_json.exit_code == 1, as_json.output
+    document = json.loads(as_json.stdout)
+    assert (document["decision"], document["passed"], document["dry_run"]) == ("refused", False, True)
+    failed = [c for c in document["checks"] if not c["passed"]]
+    assert [c["name"] for c in failed] == ["drift"]
+    assert document["reasons"] == [f"drift: {failed[0]['detail']}"]
+    assert "plan_type" in document["drift"]["blocking"]
+
     no_reason = runner.invoke(app, ["promote", "--home", home, "--current", str(shifted), "--force"])
     assert no_reason.exit_code == 2 and "--force needs --reason" in no_reason.output
 

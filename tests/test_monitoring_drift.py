@@ -276,5 +276,47 @@ def test_cli_exit_codes_and_outputs(tmp_path: Path, reference) -> None:
         ],
     )
     assert missing.exit_code == 2 and "does not exist" in missing.output
+    (tmp_path / "empty").mkdir()
     no_store = runner.invoke(app, ["drift", "--home", str(tmp_path / "empty"), "--current", str(ref)])
     assert no_store.exit_code == 2 and "no MLflow store" in no_store.output
+
+
+def test_one_evidently_test_per_feature_graded_by_the_worst_threshold(contract, reference) -> None:
+    current = feature_frame(ROWS, seed=2, watch_scale=2.0, plan_p=(0.55, 0.30, 0.15))
+    run = compute_drift(reference=reference, current=current, contract=contract)
+    tests = run.snapshot.dict()["tests"]
+    monitored = [f.feature for f in run.result.features]
+    assert len(tests) == len(monitored)
+    by_status = Counter(str(t["status"]).rsplit(".", 1)[-1] for t in tests)
+    assert by_status == Counter(
+        {"FAIL": len(run.result.blocking), "WARNING": len(run.result.warning)}
+        | {"SUCCESS": len(monitored) - len(run.result.blocking) - len(run.result.warning)}
+    )
+    assert "watch_minutes_30d" in run.result.blocking
+
+
+def test_report_starts_with_the_summary_and_compares_distributions_only(
+    tmp_path: Path, contract, reference
+) -> None:
+    from churnops.monitoring.drift import summary_rows, write_drift_html
+
+    current = feature_frame(ROWS, seed=2, watch_scale=2.0)
+    run = compute_drift(reference=reference, current=current, contract=contract)
+    rows = summary_rows(run.result)
+    # Blocking first; each row is feature, PSI, status, the threshold behind the status.
+    psi = {f.feature: f.psi for f in run.result.features}
+    assert rows[0] == ["watch_minutes_30d", f"{psi['watch_minutes_30d']:.4f}", "block", "0.2"]
+    assert {r[2] for r in rows[1:]} <= {"ok", "warn"}
+    assert all(r[3] == ("0.2" if r[2] == "block" else "0.1") for r in rows)
+    html = write_drift_html(run=run, path=tmp_path / "drift.html").read_text()
+    assert html.index("PSI drift summary") < html.index("watch_minutes_30d")
+    assert "DATA DISTRIBUTION" in html
+    assert "DATA DRIFT" not in html and "Index binned" not in html
+    summary = run.result.to_dict()["summary"]
+    assert [s["feature"] for s in summary] == [f.feature for f in run.result.features]
+    assert summary[[s["feature"] for s in summary].index("watch_minutes_30d")] == {
+        "feature": "watch_minutes_30d",
+        "psi": psi["watch_minutes_30d"],
+        "status": "block",
+        "threshold": 0.2,
+    }

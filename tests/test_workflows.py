@@ -37,3 +37,21 @@ def test_feast_plan_compares_the_pull_request_with_the_base_registry() -> None:
     assert apply < plan
     assert "cd base/feature_repo" in runs[apply]
     assert "cd head/feature_repo" in runs[plan]
+
+
+def test_model_gate_uploads_every_result_and_fails_when_one_is_missing() -> None:
+    steps = _steps(REPO_ROOT / ".github" / "workflows" / "model-gate.yml")
+    uploads = [s for s in steps if str(s.get("uses", "")).startswith("actions/upload-artifact@")]
+    assert {u["with"]["name"] for u in uploads} >= {"drift", "quality", "gate"}
+    assert all(u["with"]["if-no-files-found"] == "error" for u in uploads)
+    uploaded = {line.strip() for u in uploads for line in u["with"]["path"].splitlines() if line.strip()}
+    written = {"reports/drift.html", "reports/drift.json", "reports/quality.json", "reports/gate.json"}
+    assert written <= uploaded
+    runs = " ".join(s.get("run", "") for s in steps)
+    assert "promote --dry-run --json > reports/gate.json" in runs
+    assert "quality --json reports/quality.json" in runs
+    check = next(s for s in steps if s.get("name") == "every result is there")
+    assert all(path in check["run"] for path in written)
+    # Later gates and the uploads run after a failed gate, so a refused model still leaves its results.
+    gates = [s for s in steps if s.get("name") in ("quality", "drift", "promote (dry run)")]
+    assert all(s.get("if") == "${{ !cancelled() }}" for s in gates + uploads)

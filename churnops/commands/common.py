@@ -2,18 +2,35 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, TextIO
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 
-from churnops.settings import Workspace, open_workspace
+from churnops.errors import ChurnopsError
+from churnops.settings import Workspace, open_workspace, resolve_home
 from churnops.storage.lock import LOCK_WAIT_ENV, Holder, workspace_lock
 
-console = Console()
-err_console = Console(stderr=True)
+# Without a terminal (CI logs, pipes) Rich assumes 80 columns and cuts table cells ("custo…");
+# a log has no width, so tables and lines keep their natural width there.
+PLAIN_WIDTH = 1000
+
+
+def _width(stream: TextIO) -> int | None:
+    """The console width for `stream`: the terminal's own, or `PLAIN_WIDTH` when it is none."""
+    return None if stream.isatty() else PLAIN_WIDTH
+
+
+console = Console(width=_width(sys.stdout))
+err_console = Console(stderr=True, width=_width(sys.stderr))
+
+
+class MissingHomeError(ChurnopsError):
+    """`--home` (or `$CHURNOPS_HOME`) names a folder that does not exist."""
+
 
 HomeOption = Annotated[
     Path | None,
@@ -26,20 +43,31 @@ HomeOption = Annotated[
 ]
 
 
-def workspace(home: Path | None) -> Workspace:
+def workspace(home: Path | None, *, create: bool = False) -> Workspace:
     """Open the workspace for a command.
 
     Args:
         home: The `--home` option's value.
+        create: Whether the command creates workspaces (`demo`, `generate`, `ingest --source`);
+            every other command needs an existing home, so a mistyped path fails instead of
+            growing a new workspace.
 
     Returns:
         The resolved workspace, with the environment prepared for Feast and MLflow.
 
     Raises:
+        MissingHomeError: When the home does not exist and the command does not create one (exit 2).
         churnops.config.ConfigError: When a backend variable is unusable (the command line turns
             it into a one-paragraph error, exit 2).
     """
-    return open_workspace(home)
+    resolved = resolve_home(home)
+    if not create and not resolved.is_dir():
+        raise MissingHomeError(
+            f"the workspace {resolved} (--home or $CHURNOPS_HOME) does not exist. "
+            "Check the path, or create a workspace with `churnops demo --home DIR` or "
+            "`churnops generate --home DIR`."
+        )
+    return open_workspace(resolved)
 
 
 def fail(message: str, *, code: int = 1) -> typer.Exit:

@@ -40,7 +40,7 @@ def generate(
         raise fail(f"--format must be 'csv' or 'parquet', got {fmt!r}.", code=2)
     from churnops.synthetic.generate import generate as run_generate
 
-    ws = workspace(home)
+    ws = workspace(home, create=True)
     if out is None or out.resolve().is_relative_to(ws.home):
         # Files inside a home are what its `ingest` reads: written by one writer at a time.
         writer_lock(ctx, ws, wait=wait)

@@ -21,7 +21,7 @@ def demo(
     wait: WaitOption = 0.0,
 ) -> None:
     """Run every stage in order on the embedded default (no servers), then print a summary."""
-    ws = workspace(home)
+    ws = workspace(home, create=True)
     # Taken once for the whole run: the steps call the stages directly and take no lock themselves.
     writer_lock(ctx, ws, wait=wait)
     opts = DemoOptions(customers=customers, days=days, seed=seed)

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from churnops.commands.common import HomeOption, WaitOption, console, fail, workspace, writer_lock
+from churnops.commands.progress import progress
 from churnops.settings import Workspace
 
 if TYPE_CHECKING:
@@ -25,7 +26,8 @@ def _time(value: str | None, option: str) -> datetime | None:
     try:
         return datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError as exc:
-        raise fail(f"{option} {value!r} is not an ISO-8601 time such as 2026-07-24T13:05:00Z") from exc
+        example = "2026-07-24T13:05:00Z"
+        raise fail(f"{option} {value!r} is not an ISO-8601 time such as {example}", code=2) from exc
 
 
 def _recover_lake(ws: Workspace) -> None:
@@ -52,18 +54,20 @@ def build(
     from churnops.features.build import build_features
 
     ws = workspace(home)
+    until_time = _time(until, "--until")
     writer_lock(ctx, ws, wait=wait)
     _recover_lake(ws)
-    try:
-        report = build_features(
-            lake_dir=ws.lake,
-            features_dir=ws.features,
-            contract=load_feature_contract(),
-            until=_time(until, "--until"),
-            full=full,
-        )
-    except ValueError as exc:
-        raise fail(str(exc)) from exc
+    with progress("features build") as step, step("computing customer_profile snapshots from the lake"):
+        try:
+            report = build_features(
+                lake_dir=ws.lake,
+                features_dir=ws.features,
+                contract=load_feature_contract(),
+                until=until_time,
+                full=full,
+            )
+        except ValueError as exc:
+            raise fail(str(exc)) from exc
     console.print(
         f"built {report.snapshots_computed:,} snapshots for {report.customers:,} customers up to "
         f"{report.until:%Y-%m-%d %H:%M} UTC ({'full' if report.full else 'incremental'}, "
@@ -110,9 +114,9 @@ def training_set(
 
     ws = workspace(home)
     if not entities.is_file():
-        raise fail(f"entity file {entities} does not exist")
+        raise fail(f"entity file {entities} does not exist", code=2)
     if entities.suffix not in (".parquet", ".csv") or out.suffix not in (".parquet", ".csv"):
-        raise fail("--entities and --out must be .parquet or .csv files")
+        raise fail("--entities and --out must be .parquet or .csv files", code=2)
     frame = pd.read_parquet(entities) if entities.suffix == ".parquet" else pd.read_csv(entities)
     store = _store(ctx, ws, wait=wait)
     try:
@@ -139,23 +143,27 @@ def materialize_command(
 ) -> None:
     """Snapshot every customer as of --at, append it offline and load the online store."""
     ws = workspace(home)
+    at_time = _time(at, "--at")
     # Before the slow imports (Feast): a second writer learns at once that it must wait.
     writer_lock(ctx, ws, wait=wait)
     _recover_lake(ws)
-    from churnops.contracts.feature_contract import load_feature_contract
-    from churnops.features.materialize import materialize
+    with progress("materialize") as step:
+        with step("loading Feast and the feature store"):
+            from churnops.contracts.feature_contract import load_feature_contract
+            from churnops.features.materialize import materialize
 
-    store = _store(ctx, ws, wait=wait)
-    try:
-        report = materialize(
-            store=store,
-            lake_dir=ws.lake,
-            features_dir=ws.features,
-            contract=load_feature_contract(),
-            at=_time(at, "--at"),
-        )
-    except ValueError as exc:
-        raise fail(str(exc)) from exc
+            store = _store(ctx, ws, wait=wait)
+        with step("snapshotting every customer, appending offline, loading online"):
+            try:
+                report = materialize(
+                    store=store,
+                    lake_dir=ws.lake,
+                    features_dir=ws.features,
+                    contract=load_feature_contract(),
+                    at=at_time,
+                )
+            except ValueError as exc:
+                raise fail(str(exc)) from exc
     console.print(
         f"materialized {report.customers:,} customers at {report.at:%Y-%m-%d %H:%M:%S} UTC "
         f"in {report.seconds:.1f}s "
@@ -182,7 +190,7 @@ def parity_command(
     store = _store(ctx, ws, wait=wait)
     when = _time(at, "--at") or last_materialized(store, contract)
     if when is None:
-        raise fail("nothing was materialized yet: run `churnops materialize` first, or pass --at")
+        raise fail("nothing was materialized yet: run `churnops materialize` first, or pass --at", code=2)
     report = check_parity(
         store=store,
         at=when,

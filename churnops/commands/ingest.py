@@ -59,7 +59,8 @@ def ingest(
     """Validate landing files against the source contracts and merge accepted rows into the lake."""
     from churnops.ingestion.ingest import ingest as run_ingest
 
-    ws = workspace(home)
+    # Files from elsewhere may start a new workspace; the home's own landing folder needs the home.
+    ws = workspace(home, create=source is not None)
     writer_lock(ctx, ws, wait=wait)
     landing = source or ws.landing
     try:
@@ -154,7 +155,8 @@ def check(
         bool, typer.Option("--json", help="Print the results as JSON instead of a table.")
     ] = False,
 ) -> None:
-    """Run the source contracts' batch checks on what is in the lake; exit 1 when any fails."""
+    """Run the source contracts' batch checks on what is in the lake; exit 1 when any fails, 2 when the
+    lake is empty or missing."""
     from churnops.ingestion.checks import check_lake
     from churnops.ingestion.log import unsettled_batches
 
@@ -173,6 +175,13 @@ def check(
         report = check_lake(lake_dir=ws.lake, source=source)
     except ChurnopsError as exc:
         raise fail(" ".join(str(exc).split())) from exc
+    if not any(ws.lake.glob("*/date=*/data.parquet")):
+        # Every check would be "skipped" and the gate green: most likely the wrong workspace.
+        raise fail(
+            f"the lake {ws.lake} holds no data (no <source>/date=*/data.parquet partition): nothing to "
+            "check. Is --home / $CHURNOPS_HOME the workspace you meant? Run `churnops ingest` first.",
+            code=2,
+        )
     if as_json:
         typer.echo(json.dumps(report.to_dict(), indent=2))
     else:

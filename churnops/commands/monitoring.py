@@ -8,6 +8,7 @@ or gate refusal, 2 bad input.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -26,6 +27,7 @@ from churnops.commands.common import (
     workspace,
     writer_lock,
 )
+from churnops.commands.progress import Step, progress
 from churnops.errors import ChurnopsError
 from churnops.settings import Workspace
 
@@ -87,6 +89,7 @@ def run_gate(
     force: bool = False,
     reason: str | None = None,
     current_file: Path | None = None,
+    step: Step | None = None,
 ) -> GateRun:
     """Run the promotion gate on the workspace's stores (see `monitoring.promotion.run_gate`).
 
@@ -96,10 +99,13 @@ def run_gate(
         force: Promote even if a check fails (needs `reason`).
         reason: Why (recorded in the audit table).
         current_file: A current frame instead of the latest snapshot of every active customer.
+        step: Wraps each stage of the gate run (progress); None shows nothing.
 
     Returns:
         The decision, the drift run and the audit id (None for a dry run).
     """
+    from contextlib import nullcontext
+
     from churnops.monitoring.promotion import run_gate as run_promotion_gate
 
     return run_promotion_gate(
@@ -112,7 +118,28 @@ def run_gate(
         force=force,
         reason=reason,
         current_file=current_file,
+        step=step or nullcontext,
     )
+
+
+def gate_json(gate: GateRun) -> dict[str, object]:
+    """The gate's decision, its reasons and figures, as `promote --json` prints them.
+
+    Args:
+        gate: The gate run.
+
+    Returns:
+        A JSON-serialisable mapping: the decision (see `GateDecision.to_dict`), `reasons` (one line
+        per failed check), the drift summary, the audit record id and what was recovered first.
+    """
+    decision = gate.decision
+    return {
+        **decision.to_dict(),
+        "reasons": [f"{c.name}: {c.detail}" for c in decision.failures],
+        "drift": gate.drift.result.to_dict(),
+        "audit_id": gate.audit_id,
+        "recovered": [r.describe() for r in gate.recovered],
+    }
 
 
 def reconcile_pending(ws: Workspace, *, client: MlflowClient | None = None) -> None:
@@ -246,23 +273,33 @@ def drift(
 
     ws = workspace(home)
     contract = load_feature_contract()
-    try:
-        if reference is not None:
-            ref, ref_label = read_frame(path=reference), str(reference)
-        else:
-            ref, ref_label = challenger_dataset(client=mlflow_client(ws), artifact=TRAIN_ARTIFACT)
-        if current is not None:
-            cur, cur_label = read_frame(path=current), str(current)
-        else:
-            cur, cur_label = current_features(features_dir=ws.features, lake_dir=ws.lake, contract=contract)
-        run = compute_drift(
-            reference=ref, current=cur, contract=contract, reference_label=ref_label, current_label=cur_label
-        )
-    except ChurnopsError as exc:
-        raise fail(str(exc), code=BAD_INPUT) from exc
+    with progress("drift") as step:
+        try:
+            with step("reading the reference and current frames"):
+                if reference is not None:
+                    ref, ref_label = read_frame(path=reference), str(reference)
+                else:
+                    ref, ref_label = challenger_dataset(client=mlflow_client(ws), artifact=TRAIN_ARTIFACT)
+                if current is not None:
+                    cur, cur_label = read_frame(path=current), str(current)
+                else:
+                    cur, cur_label = current_features(
+                        features_dir=ws.features, lake_dir=ws.lake, contract=contract
+                    )
+            with step("PSI per feature (Evidently)"):
+                run = compute_drift(
+                    reference=ref,
+                    current=cur,
+                    contract=contract,
+                    reference_label=ref_label,
+                    current_label=cur_label,
+                )
+        except ChurnopsError as exc:
+            raise fail(str(exc), code=BAD_INPUT) from exc
+        with step("writing the HTML report and the JSON summary"):
+            html_path = write_drift_html(run=run, path=html or ws.reports / "drift.html")
+            json_path = write_drift_json(result=run.result, path=json_out or ws.reports / "drift.json")
     print_drift(run, reference=ref_label, current=cur_label)
-    html_path = write_drift_html(run=run, path=html or ws.reports / "drift.html")
-    json_path = write_drift_json(result=run.result, path=json_out or ws.reports / "drift.json")
     console.print(f"report: {html_path}\nsummary: {json_path}", highlight=False)
     if run.result.blocking:
         raise typer.Exit(1)
@@ -348,6 +385,14 @@ def promote(
         typer.Option(help="Why (required with --force; recorded in the audit).", show_default=False),
     ] = None,
     current: CurrentOption = None,
+    as_json: Annotated[
+        bool,
+        typer.Option(
+            "--json",
+            help="Print the decision, its reasons and figures (checks, drift) as JSON on stdout "
+            "instead of tables.",
+        ),
+    ] = False,
     wait: WaitOption = 0.0,
 ) -> None:
     """Run the promotion gate; move alias `champion` to the challenger when it passes (exit 1 if refused)."""
@@ -355,11 +400,17 @@ def promote(
     if not dry_run:
         # A dry run moves and records nothing, so it may run beside a writer.
         writer_lock(ctx, ws, wait=wait)
-    try:
-        gate = run_gate(ws, dry_run=dry_run, force=force, reason=reason, current_file=current)
-    except ChurnopsError as exc:
-        raise fail(str(exc), code=BAD_INPUT) from exc
+    with progress("promote") as step:
+        try:
+            gate = run_gate(ws, dry_run=dry_run, force=force, reason=reason, current_file=current, step=step)
+        except ChurnopsError as exc:
+            raise fail(str(exc), code=BAD_INPUT) from exc
     print_recovered(gate.recovered)
+    if as_json:
+        typer.echo(json.dumps(gate_json(gate), indent=2))
+        if gate.decision.decision == "refused":
+            raise typer.Exit(1)
+        return
     print_decision(gate.decision)
     if gate.audit_id is not None:
         console.print(f"audit record #{gate.audit_id} in {ws.audit_db}", highlight=False)

@@ -8,6 +8,7 @@ import typer
 from rich.table import Table
 
 from churnops.commands.common import HomeOption, WaitOption, console, fail, workspace, writer_lock
+from churnops.commands.progress import progress
 
 if TYPE_CHECKING:
     from churnops.training.train import TrainResult
@@ -75,23 +76,26 @@ def train_command(
     ws = workspace(home)
     # Before the slow imports (Feast, MLflow): a second writer learns at once that it must wait.
     writer_lock(ctx, ws, wait=wait)
-    from churnops.features.store import apply, is_applied, open_store
-    from churnops.training.train import train
+    with progress("train") as step:
+        with step("loading Feast, MLflow and scikit-learn"):
+            from churnops.features.store import apply, is_applied, open_store
+            from churnops.training.train import train
 
-    store = open_store(home=ws.home)
-    if not is_applied(store):
-        apply(store)
-    try:
-        result = train(
-            store=store,
-            lake_dir=ws.lake,
-            tracking_uri=ws.tracking_uri,
-            artifact_location=str(ws.artifacts),
-            seed=seed,
-            feature_service=feature_service,
-        )
-    except ValueError as exc:
-        raise fail(str(exc)) from exc
+            store = open_store(home=ws.home)
+            if not is_applied(store):
+                apply(store)
+        with step("labels, point-in-time training set, two models, MLflow run and registration"):
+            try:
+                result = train(
+                    store=store,
+                    lake_dir=ws.lake,
+                    tracking_uri=ws.tracking_uri,
+                    artifact_location=str(ws.artifacts),
+                    seed=seed,
+                    feature_service=feature_service,
+                )
+            except ValueError as exc:
+                raise fail(str(exc)) from exc
     for table in summary_tables(result):
         console.print(table)
     console.print(
