@@ -425,6 +425,7 @@ def rollback_target(*, model: str, history: Sequence[str], current: str | None) 
     if current != history[-1]:
         raise GateError(
             f"'{CHAMPION}' points at version {current}, but churnops last promoted {history[-1]}: "
-            "the alias was moved by hand; set it explicitly in MLflow instead of rolling back"
+            f"the alias was moved by hand, and serving does not follow such a move: move it back to "
+            f"{history[-1]}, then roll back"
         )
     return history[-2]

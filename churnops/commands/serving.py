@@ -60,6 +60,7 @@ def serve(
     try:
         settings = ServingSettings(
             predictions_dir=ws.predictions,
+            audit_db=ws.audit_db,
             keys_file=keys_file(ws),
             require_keys=require_keys,
             shadow=contract.serving.shadow_reads if shadow is None else shadow,
