@@ -466,3 +466,26 @@ def test_serving_may_follow_only_the_audited_champion_and_pending_moves_after_it
     assert allowed() == {"3"}
     finish_decision(db_path=db, decision_id=_move(db, after="1", decision="rolled_back"), state=DONE)
     assert allowed() == {"1"}  # an older promotion of 3 no longer allows it
+
+
+def test_the_gate_paragraph_of_a_version_description_is_replaced_not_appended() -> None:
+    from churnops.monitoring.gate import gate_paragraph, with_gate_paragraph
+
+    found = [
+        GateCheck("drift", True, 0.04, 0.2, "max PSI 0.04 (tenure_days excluded)"),
+        GateCheck("model", False, -0.02, 0.01, "challenger PR AUC 0.30 vs champion 0.32"),
+    ]
+    decision = decide(
+        versions=versions(champion="1"), checks=found, dry_run=False, force=True, reason="hotfix 12"
+    )
+    paragraph = gate_paragraph(decision=decision, user="ana", now=datetime(2026, 6, 1, 9, 30, tzinfo=UTC))
+    assert paragraph == (
+        "**Gate** 2026-06-01 09:30 UTC, ana: forced (champion 1 → 2). Reason: hotfix 12. "
+        "drift passed: max PSI 0.04 (tenure_days excluded); "
+        "model FAILED: challenger PR AUC 0.30 vs champion 0.32."
+    )
+    trained = "`hist_gradient_boosting` trained on ...\n\nTest window ..."
+    once = with_gate_paragraph(description=trained, paragraph=paragraph)
+    assert once == trained + "\n\n" + paragraph
+    assert with_gate_paragraph(description=once, paragraph="**Gate** later") == trained + "\n\n**Gate** later"
+    assert with_gate_paragraph(description=None, paragraph=paragraph) == paragraph
