@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+import warnings
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -260,15 +261,19 @@ def log_datasets(run: TrainingRun) -> dict[str, Any]:
         for window, frame in frames.items():
             frame.to_parquet(Path(tmp) / f"{window}.parquet", index=False)
         mlflow.log_artifacts(tmp, artifact_path=DATASETS)
-    return {
-        window: mlflow.data.from_pandas(
-            frame,
-            source=mlflow.get_artifact_uri(f"{DATASETS}/{window}.parquet"),
-            name=f"{run.feature_service}/{window}",
-            targets=LABEL_COLUMN,
-        )
-        for window, frame in frames.items()
-    }
+    with warnings.catch_warnings():
+        # MLflow registers its local-artifact source class twice and warns, for every file URI,
+        # that the URI matches both; they are the same class.
+        warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted")
+        return {
+            window: mlflow.data.from_pandas(
+                frame,
+                source=mlflow.get_artifact_uri(f"{DATASETS}/{window}.parquet"),
+                name=f"{run.feature_service}/{window}",
+                targets=LABEL_COLUMN,
+            )
+            for window, frame in frames.items()
+        }
 
 
 def log_inputs(datasets: dict[str, Any]) -> None:
