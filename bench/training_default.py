@@ -65,7 +65,9 @@ def one_world(*, seed: int, customers: int, days: int) -> dict[str, object]:
         )
         trained = time.perf_counter()
         datasets = Path(
-            MlflowClient(ws.tracking_uri).download_artifacts(result.run_id, "datasets", str(Path(tmp) / "dl"))
+            MlflowClient(ws.tracking_uri).download_artifacts(
+                result.parent_run_id, "datasets", str(Path(tmp) / "dl")
+            )
         )
         windows = {w: pd.read_parquet(datasets / f"{w}.parquet") for w in ("train", "validation", "test")}
     return {

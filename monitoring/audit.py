@@ -16,6 +16,7 @@ from __future__ import annotations
 import getpass
 import math
 import os
+import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -29,6 +30,8 @@ CHECKS = "decision_checks"
 PENDING = "pending"
 DONE = "done"
 ABANDONED = "abandoned"
+# Decisions that move alias `champion`, and so authorise serving the version they moved it to.
+MOVES = ("promoted", "forced", "rolled_back")
 # Columns added after the first release, with the value their rows get on migration.
 _ADDED_COLUMNS = {"state": DONE, "resolution": None}
 
@@ -228,6 +231,56 @@ def list_decisions(*, db_path: Path, limit: int | None = None) -> list[dict[str,
     rows = _with_checks(db, db.table(DECISIONS).rows_where(order_by="id desc", limit=limit))
     db.close()
     return rows
+
+
+def authorized_champions(*, db_path: Path, model: str) -> frozenset[str]:
+    """The versions of a model the audit table allows `champion` to point at now.
+
+    That is the version the latest `done` move (a promotion, a forced promotion with a reason, or a
+    rollback) moved `champion` to, and the target of every move still `pending` after it: a promote
+    or rollback writes its row before it moves the alias, so during its transaction both the old
+    and the new champion are allowed. Refused, unchanged and abandoned decisions allow nothing. A
+    version the alias points at outside this set was moved there without the gate.
+
+    The database is opened read-only: a reader (the prediction service) never creates or
+    migrates it.
+
+    Args:
+        db_path: The audit database (a missing file means no decision yet).
+        model: The registered model.
+
+    Returns:
+        The allowed versions (empty when no move of `model` was ever recorded).
+
+    Raises:
+        sqlite3.Error: When the database exists but cannot be read.
+    """
+    if not db_path.is_file():
+        return frozenset()
+    conn = sqlite3.connect(f"{db_path.resolve().as_uri()}?mode=ro", uri=True)
+    try:
+        columns = {row[1] for row in conn.execute(f"PRAGMA table_info({DECISIONS})")}
+        if not columns:
+            return frozenset()
+        # Rows from before the `state` column were written after the fact: they are done.
+        state = "state" if "state" in columns else f"'{DONE}'"
+        rows = conn.execute(
+            f"SELECT champion_after, {state}, decision, reason FROM {DECISIONS} "
+            f"WHERE model = ? AND decision IN ({', '.join('?' * len(MOVES))}) ORDER BY id DESC",
+            [model, *MOVES],
+        ).fetchall()
+    finally:
+        conn.close()
+    allowed: set[str] = set()
+    for after, row_state, decision, reason in rows:
+        if after is None or (decision == "forced" and not (reason and reason.strip())):
+            continue
+        if row_state == PENDING:
+            allowed.add(str(after))
+        elif row_state == DONE:
+            allowed.add(str(after))
+            break
+    return frozenset(allowed)
 
 
 def _with_checks(db: sqlite_utils.Database, rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -404,6 +404,43 @@ def settled_history(*, history: Sequence[str], record: AuditRecord, applied: boo
     return [*history, after] if applied else list(history[:-1])
 
 
+GATE_HEADING = "**Gate**"
+
+
+def gate_paragraph(*, decision: GateDecision, user: str, now: datetime) -> str:
+    """The paragraph a gate decision adds to the challenger version's description.
+
+    Args:
+        decision: The applied decision.
+        user: Who decided.
+        now: When (UTC).
+
+    Returns:
+        One Markdown paragraph starting with `GATE_HEADING`: decision, who, when, each check.
+    """
+    checks = "; ".join(f"{c.name} {'passed' if c.passed else 'FAILED'}: {c.detail}" for c in decision.checks)
+    reason = f" Reason: {decision.reason}." if decision.reason else ""
+    return (
+        f"{GATE_HEADING} {now:%Y-%m-%d %H:%M} UTC, {user}: {decision.decision} "
+        f"(champion {decision.versions.champion or 'none'} → {decision.champion_after or 'none'}).{reason} "
+        f"{checks}."
+    )
+
+
+def with_gate_paragraph(*, description: str | None, paragraph: str) -> str:
+    """A version description with its gate paragraph replaced by a new one (or added).
+
+    Args:
+        description: The version's description (None or empty when it has none).
+        paragraph: The new gate paragraph (`gate_paragraph`).
+
+    Returns:
+        The description: the training's paragraphs, then the latest gate paragraph.
+    """
+    kept = [part for part in (description or "").split("\n\n") if part and not part.startswith(GATE_HEADING)]
+    return "\n\n".join([*kept, paragraph])
+
+
 def rollback_target(*, model: str, history: Sequence[str], current: str | None) -> str:
     """The version a rollback moves `champion` back to.
 
@@ -425,6 +462,7 @@ def rollback_target(*, model: str, history: Sequence[str], current: str | None) 
     if current != history[-1]:
         raise GateError(
             f"'{CHAMPION}' points at version {current}, but churnops last promoted {history[-1]}: "
-            "the alias was moved by hand; set it explicitly in MLflow instead of rolling back"
+            f"the alias was moved by hand, and serving does not follow such a move: move it back to "
+            f"{history[-1]}, then roll back"
         )
     return history[-2]

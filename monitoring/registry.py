@@ -42,11 +42,13 @@ from churnops.monitoring.gate import (
     GateDecision,
     GateError,
     Versions,
+    gate_paragraph,
     model_check,
     pr_auc,
     promotion_record,
     rollback_target,
     settled_history,
+    with_gate_paragraph,
 )
 from churnops.monitoring.inputs import InputProblem
 from churnops.storage.crash import crash_point
@@ -107,13 +109,30 @@ def resolve_versions(*, client: MlflowClient, model: str = REGISTERED_MODEL) -> 
     )
 
 
-def load_run_frame(*, client: MlflowClient, run_id: str, artifact: str) -> pd.DataFrame:
-    """Read a Parquet artifact of a run (e.g. `datasets/train.parquet`).
+def training_run(*, client: MlflowClient, run_id: str) -> str:
+    """The run holding the training set of a model's run.
+
+    `churnops train` logs a parent run (the training set's windows under `datasets/`) with a child
+    run per candidate (a registered version's source run); a model logged in a run of its own
+    keeps its datasets there.
 
     Args:
         client: An MLflow client.
-        run_id: The run.
-        artifact: The artifact's path inside the run.
+        run_id: A registered version's source run.
+
+    Returns:
+        The parent run's id, or `run_id` when the run has no parent.
+    """
+    return str(client.get_run(run_id).data.tags.get("mlflow.parentRunId") or run_id)
+
+
+def load_run_frame(*, client: MlflowClient, run_id: str, artifact: str) -> pd.DataFrame:
+    """Read a Parquet artifact of a model's training (e.g. `datasets/train.parquet`).
+
+    Args:
+        client: An MLflow client.
+        run_id: The model's run (its parent's artifacts are read when it has one).
+        artifact: The artifact's path inside the training run.
 
     Returns:
         The frame.
@@ -125,7 +144,8 @@ def load_run_frame(*, client: MlflowClient, run_id: str, artifact: str) -> pd.Da
 
     with tempfile.TemporaryDirectory() as tmp:
         try:
-            local = client.download_artifacts(run_id, artifact, tmp)
+            source = training_run(client=client, run_id=run_id)
+            local = client.download_artifacts(source, artifact, tmp)
         except (MlflowException, OSError) as exc:
             raise GateError(f"run {run_id} has no artifact {artifact!r}: {exc}") from exc
         return pd.read_parquet(local)
@@ -244,7 +264,10 @@ def champion_version(*, client: MlflowClient, model: str) -> str | None:
 def log_gate_result(
     *, client: MlflowClient, decision: GateDecision, user: str, now: datetime, resolution: str | None = None
 ) -> None:
-    """Log `gate/gate_result.json` to the challenger's run and tag the run with the decision.
+    """Log `gate/gate_result.json` to the challenger's run, tag the run, and describe the version.
+
+    The challenger version's description gets (or has replaced) a paragraph with the decision and
+    each check's figure, so a reviewer of the version in the MLflow UI sees what the gate found.
 
     Args:
         client: An MLflow client.
@@ -262,6 +285,12 @@ def log_gate_result(
         result.write_text(json.dumps(document, indent=2) + "\n")
         client.log_artifact(run_id, str(result), artifact_path="gate")
     client.set_tag(run_id, "churnops.gate.decision", decision.decision)
+    model, version = decision.versions.model, decision.versions.challenger
+    described = client.get_model_version(model, version).description
+    paragraph = gate_paragraph(decision=decision, user=user, now=now)
+    client.update_model_version(
+        model, version, description=with_gate_paragraph(description=described, paragraph=paragraph)
+    )
 
 
 def require_settled(*, audit_db: Path, model: str) -> None:

@@ -79,9 +79,11 @@ def _watcher(
         with_challenger=settings.shadow,
         available_columns=[*contract.feature_names, reader.default_flag],
         interval_s=settings.poll_interval_s,
+        audit_db=settings.audit_db,
         probe=probe_frame(contract),
         on_change=partial(_models_changed, metrics=metrics),
         on_error=lambda _message: metrics.model_errors.inc(),
+        on_unaudited=metrics.champion_unaudited,
     )
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from churnops.serving.models import ModelSet
+from churnops.serving.models import ModelSet, UnauditedChampion
 from churnops.serving.prediction_log import PredictionLog
 from churnops.training.names import CHALLENGER, CHAMPION
 
@@ -72,6 +72,13 @@ class ServingMetrics:
             ["alias"],
             registry=r,
         )
+        self.unaudited = Gauge(
+            "churnops_champion_unaudited",
+            "1 for the version the champion alias points at without an audited promotion or rollback "
+            "(not served: the previous champion keeps answering; /ready says why); 0 once resolved.",
+            ["version"],
+            registry=r,
+        )
         self.model_swaps = Counter("churnops_model_swaps", "Times the served models changed.", registry=r)
         self.model_errors = Counter(
             "churnops_model_refresh_errors", "Alias polls that failed (previous models kept).", registry=r
@@ -119,6 +126,18 @@ class ServingMetrics:
             self.model_version.labels(alias=alias).set(0 if model is None else float(model.version))
             self.model_compiled.labels(alias=alias).set(int(model is not None and model.compiled is not None))
         self.model_swaps.inc()
+
+    def champion_unaudited(self, unaudited: UnauditedChampion | None) -> None:
+        """Record that the champion alias points at an unaudited version, or no longer does.
+
+        Args:
+            unaudited: The unaudited version, or None once the alias is served again.
+        """
+        # Earlier reports drop to 0 rather than disappear, so a dashboard still shows the episode.
+        for sample in self.unaudited.collect()[0].samples:
+            self.unaudited.labels(version=sample.labels["version"]).set(0)
+        if unaudited is not None:
+            self.unaudited.labels(version=unaudited.version).set(1)
 
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric."""

@@ -3,6 +3,13 @@
 A request reads `ModelWatcher.current` once and uses that `ModelSet` to the end, so swapping
 the attribute (atomic in Python) never changes the model under a request in flight, and a
 new version is fully loaded before anyone can see it.
+
+The gate is the only road to serving: a move of `champion` is followed only when the audit table
+(`monitoring.audit`) holds the decision behind it (a promotion, a forced promotion with its
+reason, or a rollback). Anyone with write access to the registry can move an alias — in the MLflow
+UI, with any client — without the gate's checks or an audit record; such a move is reported
+(`ModelSet.unaudited`: `/ready`, `/metrics`, a warning in the log) and the previous champion
+keeps answering.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ import pandas as pd
 from threadpoolctl import ThreadpoolController
 
 from churnops.errors import REFUSED, ChurnopsError
+from churnops.monitoring.audit import authorized_champions
 from churnops.serving.scoring import CompiledPipeline, UnsupportedModel, compile_pipeline
 
 log = logging.getLogger(__name__)
@@ -85,16 +93,60 @@ class LoadedModel:
 
 
 @dataclass(frozen=True)
+class UnauditedChampion:
+    """A version the champion alias points at without an audited decision behind it.
+
+    Attributes:
+        version: The version the alias points at (not served).
+        reason: Why it is not served and what to do, in one paragraph.
+    """
+
+    version: str
+    reason: str
+
+
+@dataclass(frozen=True)
 class ModelSet:
     """What the aliases resolved to at one refresh.
 
     Attributes:
         champion: The model answering requests, or None when there is no champion yet.
         challenger: The model scored in shadow mode, or None.
+        unaudited: The champion alias's version when the audit table does not allow it (the
+            previous champion, if any, is still `champion`); None when the alias is served.
     """
 
     champion: LoadedModel | None
     challenger: LoadedModel | None
+    unaudited: UnauditedChampion | None = None
+
+
+def unaudited_reason(
+    *, model: str, alias: str, version: str, allowed: frozenset[str], serving: str | None, audit_db: Path
+) -> str:
+    """Why a champion alias's version is not served, and how to serve it through the gate.
+
+    Args:
+        model: The registered model.
+        alias: The champion alias.
+        version: The version the alias points at.
+        allowed: The versions the audit table allows (`monitoring.audit.authorized_champions`).
+        serving: The version answering instead, or None when none does.
+        audit_db: The audit database that was read.
+
+    Returns:
+        One paragraph.
+    """
+    audited = ", ".join(sorted(allowed, key=int)) if allowed else None
+    kept = f"version {serving} keeps answering" if serving else "no model answers until it is resolved"
+    back = f"move '{alias}' back to version {audited}" if audited else f"remove alias '{alias}'"
+    return (
+        f"{model}@{alias} points at version {version}, but the audit table ({audit_db}) records no "
+        f"promotion or rollback to it (audited champion: {audited or 'none'}): the alias was moved "
+        f"outside `churnops promote` / `churnops rollback`, so version {version} is not served and "
+        f"{kept}. To serve it, {back} and promote it through the gate (`churnops promote`, or "
+        "`--force --reason TEXT`)."
+    )
 
 
 def load_version(
@@ -184,10 +236,13 @@ class ModelWatcher:
         challenger_alias: The alias scored in shadow mode.
         with_challenger: Load the challenger too (shadow mode).
         available_columns: The columns online serving can provide.
+        audit_db: The audit table that must hold the decision behind each champion.
         probe: Feature rows that check each loaded model's compiled scoring path.
         interval_s: Seconds between polls.
         on_change: Called with the new `ModelSet` after every swap.
         on_error: Called with a message when a refresh fails (the previous models stay).
+        on_unaudited: Called when the champion alias starts or stops pointing at a version the
+            audit table does not allow (with that version's report, or None once it is resolved).
     """
 
     def __init__(
@@ -200,9 +255,11 @@ class ModelWatcher:
         with_challenger: bool,
         available_columns: list[str],
         interval_s: float,
+        audit_db: Path,
         probe: pd.DataFrame,
         on_change: Callable[[ModelSet], None] | None = None,
         on_error: Callable[[str], None] | None = None,
+        on_unaudited: Callable[[UnauditedChampion | None], None] | None = None,
     ) -> None:
         self._uri = tracking_uri
         self._name = model_name
@@ -213,6 +270,8 @@ class ModelWatcher:
         self._interval = interval_s
         self._on_change = on_change
         self._on_error = on_error
+        self._audit_db = audit_db
+        self._on_unaudited = on_unaudited
         self._current = ModelSet(champion=None, challenger=None)
         self._last_error: str | None = None
         self._lock = threading.Lock()
@@ -274,15 +333,50 @@ class ModelWatcher:
                 champion_v = self._resolve(self._aliases[0])
                 challenger_v = self._resolve(self._aliases[1]) if self._with_challenger else None
             old = self._current
+            champion_v, unaudited = self._audited(champion_v, serving=old.champion)
             cache = {m.version: m for m in (old.champion, old.challenger) if m is not None}
-            new = ModelSet(champion=self._load(champion_v, cache), challenger=self._load(challenger_v, cache))
-            changed = new != old
-            if changed:
+            new = ModelSet(
+                champion=self._load(champion_v, cache),
+                challenger=self._load(challenger_v, cache),
+                unaudited=unaudited,
+            )
+            swapped = (new.champion, new.challenger) != (old.champion, old.challenger)
+            if new != old:
                 self._current = new
             self._last_error = None
-        if changed and self._on_change is not None:
+        if unaudited != old.unaudited:
+            self._report_unaudited(unaudited)
+        if swapped and self._on_change is not None:
             self._on_change(new)
-        return changed
+        return swapped
+
+    def _audited(
+        self, version: str | None, *, serving: LoadedModel | None
+    ) -> tuple[str | None, UnauditedChampion | None]:
+        """The champion version to serve: the alias's when audited, else the one serving now."""
+        if version is None:
+            return None, None
+        allowed = authorized_champions(db_path=self._audit_db, model=self._name)
+        if version in allowed:
+            return version, None
+        kept = None if serving is None else serving.version
+        reason = unaudited_reason(
+            model=self._name,
+            alias=self._aliases[0],
+            version=version,
+            allowed=allowed,
+            serving=kept,
+            audit_db=self._audit_db,
+        )
+        return kept, UnauditedChampion(version=version, reason=reason)
+
+    def _report_unaudited(self, unaudited: UnauditedChampion | None) -> None:
+        if unaudited is not None:
+            log.warning("%s", unaudited.reason)
+        else:
+            log.info("%s@%s is audited again and served", self._name, self._aliases[0])
+        if self._on_unaudited is not None:
+            self._on_unaudited(unaudited)
 
     def _safe_refresh(self) -> None:
         try:

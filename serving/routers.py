@@ -119,13 +119,22 @@ def model_check(watcher: ModelWatcher) -> dict[str, Any]:
 
     Returns:
         `ok`, and the version and scoring path of the champion (or why there is none); a failed
-        last refresh is reported but keeps the check ok, as the previous model keeps serving.
+        last refresh, or a champion alias moved without the gate (`unaudited`: its version and
+        why it is not served), is reported but keeps the check ok while a previous model serves.
     """
-    champion = watcher.current.champion
-    if champion is None:
-        check: dict[str, Any] = {"ok": False, "detail": f"no champion: {NO_CHAMPION_HINT}"}
+    models = watcher.current
+    champion = models.champion
+    if champion is None and models.unaudited is not None:
+        check: dict[str, Any] = {"ok": False, "detail": models.unaudited.reason}
+    elif champion is None:
+        check = {"ok": False, "detail": f"no champion: {NO_CHAMPION_HINT}"}
     elif champion.compiled is not None:
-        check = {"ok": True, "version": champion.version, "scoring": "compiled"}
+        check = {
+            "ok": True,
+            "version": champion.version,
+            "scoring": "compiled",
+            "engine": champion.compiled.engine,
+        }
     else:
         check = {
             "ok": True,
@@ -133,6 +142,8 @@ def model_check(watcher: ModelWatcher) -> dict[str, Any]:
             "scoring": "predict_proba",
             "scoring_note": champion.fast_path_note,
         }
+    if models.unaudited is not None and champion is not None:
+        check["unaudited"] = {"version": models.unaudited.version, "reason": models.unaudited.reason}
     if watcher.last_error is not None:
         check["refresh_error"] = watcher.last_error
     return check

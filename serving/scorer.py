@@ -120,7 +120,8 @@ class Scorer:
             The champion and its predictions, in order.
 
         Raises:
-            ServiceError: 503 `no_champion` when no model holds the champion alias yet, 503
+            ServiceError: 503 `no_champion` when no model holds the champion alias yet (or the
+                alias was moved without the gate and no earlier champion is loaded), 503
                 `online_store_unavailable` when the online store cannot be read.
         """
         models = self._models.current
@@ -173,6 +174,8 @@ class Scorer:
     def _champion(self, models: ModelSet) -> LoadedModel:
         if models.champion is not None:
             return models.champion
+        if models.unaudited is not None:
+            raise ServiceError(503, "no_champion", models.unaudited.reason)
         problem = self._models.last_error
         settings = self._settings
         raise ServiceError(

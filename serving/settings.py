@@ -14,6 +14,8 @@ class ServingSettings(BaseModel):
 
     Attributes:
         predictions_dir: Folder of the prediction log (`predictions.db` is written inside).
+        audit_db: The promotion audit table (`churnops promote` / `rollback` write it): a move of
+            the champion alias is followed only when it holds the decision behind it.
         keys_file: The hashed API keys file; read only when `require_keys` is on.
         require_keys: Refuse prediction requests without a valid `X-API-Key` (401).
         keys_reload_interval_s: Longest time a change to the keys file (a revoked or new key)
@@ -37,6 +39,7 @@ class ServingSettings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     predictions_dir: Path
+    audit_db: Path
     keys_file: Path | None = None
     require_keys: bool = False
     keys_reload_interval_s: float = Field(default=1.0, ge=0, le=60)

@@ -391,7 +391,7 @@ def test_registry_names_are_defined_once_with_their_published_values() -> None:
         "challenger",
         "label",
     )
-    settings = ServingSettings(predictions_dir=Path("unused"))
+    settings = ServingSettings(predictions_dir=Path("unused"), audit_db=Path("unused.db"))
     assert (settings.model_name, settings.champion_alias, settings.challenger_alias) == (
         REGISTERED_MODEL,
         CHAMPION,
@@ -417,3 +417,75 @@ def test_read_frame_reads_parquet_and_csv_only(tmp_path: Path) -> None:
         read_frame(path=tmp_path / "f.txt")
     with pytest.raises(InputProblem, match="does not exist"):
         read_frame(path=tmp_path / "missing.csv")
+
+
+def _move(
+    db: Path, *, after: str, decision: str = "promoted", reason: str | None = None, model: str = "churn-model"
+) -> int:
+    from churnops.monitoring.audit import begin_decision
+
+    record = AuditRecord(
+        time=datetime(2026, 6, 1, tzinfo=UTC),
+        user="u",
+        action="rollback" if decision == "rolled_back" else "promote",
+        model=model,
+        challenger_version=None if decision == "rolled_back" else after,
+        champion_before=None,
+        champion_after=after,
+        decision=decision,
+        reason=reason,
+    )
+    return begin_decision(db_path=db, record=record)
+
+
+def test_serving_may_follow_only_the_audited_champion_and_pending_moves_after_it(tmp_path: Path) -> None:
+    from churnops.monitoring.audit import ABANDONED, DONE, authorized_champions, finish_decision
+
+    db = tmp_path / "audit.db"
+
+    def allowed() -> frozenset[str]:
+        return authorized_champions(db_path=db, model="churn-model")
+
+    assert allowed() == frozenset()
+    assert not db.exists()  # read-only: nothing created
+    finish_decision(db_path=db, decision_id=_move(db, after="1"), state=DONE)
+    assert allowed() == {"1"}
+    pending = _move(db, after="2")
+    assert allowed() == {"1", "2"}  # mid-transaction: the old and the new champion
+    finish_decision(db_path=db, decision_id=pending, state=ABANDONED)
+    assert allowed() == {"1"}
+    for decision, reason in (("refused", None), ("unchanged", None), ("forced", "  ")):
+        finish_decision(
+            db_path=db, decision_id=_move(db, after="3", decision=decision, reason=reason), state=DONE
+        )
+    finish_decision(db_path=db, decision_id=_move(db, after="4", model="other-model"), state=DONE)
+    assert allowed() == {"1"}
+    finish_decision(
+        db_path=db, decision_id=_move(db, after="3", decision="forced", reason="hotfix"), state=DONE
+    )
+    assert allowed() == {"3"}
+    finish_decision(db_path=db, decision_id=_move(db, after="1", decision="rolled_back"), state=DONE)
+    assert allowed() == {"1"}  # an older promotion of 3 no longer allows it
+
+
+def test_the_gate_paragraph_of_a_version_description_is_replaced_not_appended() -> None:
+    from churnops.monitoring.gate import gate_paragraph, with_gate_paragraph
+
+    found = [
+        GateCheck("drift", True, 0.04, 0.2, "max PSI 0.04 (tenure_days excluded)"),
+        GateCheck("model", False, -0.02, 0.01, "challenger PR AUC 0.30 vs champion 0.32"),
+    ]
+    decision = decide(
+        versions=versions(champion="1"), checks=found, dry_run=False, force=True, reason="hotfix 12"
+    )
+    paragraph = gate_paragraph(decision=decision, user="ana", now=datetime(2026, 6, 1, 9, 30, tzinfo=UTC))
+    assert paragraph == (
+        "**Gate** 2026-06-01 09:30 UTC, ana: forced (champion 1 → 2). Reason: hotfix 12. "
+        "drift passed: max PSI 0.04 (tenure_days excluded); "
+        "model FAILED: challenger PR AUC 0.30 vs champion 0.32."
+    )
+    trained = "`hist_gradient_boosting` trained on ...\n\nTest window ..."
+    once = with_gate_paragraph(description=trained, paragraph=paragraph)
+    assert once == trained + "\n\n" + paragraph
+    assert with_gate_paragraph(description=once, paragraph="**Gate** later") == trained + "\n\n**Gate** later"
+    assert with_gate_paragraph(description=None, paragraph=paragraph) == paragraph

@@ -286,6 +286,8 @@ def test_cli_promote_dry_run_force_and_audit(store: Store, tmp_path: Path, monke
         Path(store.client.download_artifacts(run_id, "gate/gate_result.json", str(tmp_path))).read_text()
     )
     assert logged["decision"] == "promoted" and logged["champion_after"] == version
+    described = store.client.get_model_version("churn-model", version).description
+    assert described.startswith("**Gate** ") and ": promoted (champion none → " in described
 
     listed = runner.invoke(app, ["audit", "--home", home, "--checks"])
     assert listed.exit_code == 0

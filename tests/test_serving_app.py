@@ -143,6 +143,45 @@ def _decoy(home: Path) -> str:
     return f"sqlite:///{home / 'decoy' / 'mlflow.db'}"
 
 
+def _client(setup: Setup) -> Any:
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=setup.tracking_uri, registry_uri=setup.tracking_uri)
+
+
+def _promote(home: Path, tracking_uri: str, version: str) -> None:
+    """Promote a version through the gate's own transaction (audit row, history, alias)."""
+    from mlflow import MlflowClient
+
+    from churnops.monitoring.gate import GateCheck, Versions, decide
+    from churnops.monitoring.registry import apply_decision, champion_version
+
+    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    versions = Versions(
+        model=MODEL,
+        challenger=version,
+        challenger_run_id=str(client.get_model_version(MODEL, version).run_id),
+        champion=champion_version(client=client, model=MODEL),
+    )
+    passed = GateCheck("model", True, 0.0, 0.01, "the test's gate passes")
+    decision = decide(versions=versions, checks=[passed], dry_run=False, force=False, reason=None)
+    apply_decision(
+        client=client,
+        decision=decision,
+        audit_db=Workspace(home).audit_db,
+        user="test",
+        now=datetime.now(UTC),
+    )
+
+
+def _rollback(setup: Setup) -> None:
+    from churnops.monitoring.registry import rollback
+
+    rollback(
+        client=_client(setup), audit_db=Workspace(setup.home).audit_db, user="test", now=datetime.now(UTC)
+    )
+
+
 def _register(tracking_uri: str, artifacts: Path) -> None:
     import mlflow
     import mlflow.sklearn
@@ -182,9 +221,10 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Setup:
     Workspace(home).mlruns.mkdir()
     with _global_tracking(tracking_uri, _decoy(home)):
         _register(tracking_uri, Workspace(home).artifacts)
-    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
-    client.set_registered_model_alias(MODEL, "champion", "1")
-    client.set_registered_model_alias(MODEL, "challenger", "2")
+    _promote(home, tracking_uri, "1")
+    MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri).set_registered_model_alias(
+        MODEL, "challenger", "2"
+    )
     return Setup(home=home, tracking_uri=tracking_uri, rows=rows.set_index("customer_id"), now=now)
 
 
@@ -214,6 +254,7 @@ class Served:
 def _settings(setup: Setup, name: str, **overrides: Any) -> ServingSettings:
     return ServingSettings(
         predictions_dir=setup.home / "predictions" / name,
+        audit_db=Workspace(setup.home).audit_db,
         poll_interval_s=0.2,
         log_flush_interval_s=0.05,
         **overrides,
@@ -360,7 +401,7 @@ def test_health_ready_docs_and_metrics(service: httpx.Client) -> None:
     assert ready.json() == {
         "ready": True,
         "checks": {
-            "model": {"ok": True, "version": "1", "scoring": "compiled"},
+            "model": {"ok": True, "version": "1", "scoring": "compiled", "engine": "treelite"},
             "online_store": {"ok": True},
         },
     }
@@ -435,12 +476,9 @@ def test_wrong_method_and_unknown_path_are_4xx(service: httpx.Client) -> None:
     assert service.get("/nope").json()["error"] == "http_error"
 
 
-def test_new_champion_is_served_without_restart_or_failed_requests(
+def test_a_gated_champion_is_served_without_restart_or_failed_requests_and_rolled_back(
     setup: Setup, service: httpx.Client
 ) -> None:
-    from mlflow import MlflowClient
-
-    client = MlflowClient(tracking_uri=setup.tracking_uri, registry_uri=setup.tracking_uri)
     failures: list[str] = []
     versions: set[str] = set()
     stop = threading.Event()
@@ -458,7 +496,7 @@ def test_new_champion_is_served_without_restart_or_failed_requests(
     worker.start()
     try:
         _wait_for(lambda: "1" in versions, "requests in flight before the alias moves")
-        client.set_registered_model_alias(MODEL, "champion", "2")
+        _promote(setup.home, setup.tracking_uri, "2")
         _wait_for(
             lambda: service.post("/predict", json={"customer_id": FRESH[2]}).json()["model_version"] == "2",
             "the service to serve version 2",
@@ -469,7 +507,7 @@ def test_new_champion_is_served_without_restart_or_failed_requests(
     finally:
         stop.set()
         worker.join(timeout=WAIT_S)
-        client.set_registered_model_alias(MODEL, "champion", "1")
+        _rollback(setup)
         _wait_for(
             lambda: service.post("/predict", json={"customer_id": FRESH[2]}).json()["model_version"] == "1",
             "the service to return to version 1",
@@ -483,7 +521,6 @@ def test_a_champion_needing_columns_serving_lacks_is_refused_and_the_old_one_kep
 ) -> None:
     import mlflow
     import mlflow.sklearn
-    from mlflow import MlflowClient
     from mlflow.models import infer_signature
 
     model, x = _train(3, build_logistic_regression)
@@ -501,7 +538,6 @@ def test_a_champion_needing_columns_serving_lacks_is_refused_and_the_old_one_kep
             skops_trusted_types=trusted_types(model),
         )
     bad_version = str(info.registered_model_version)
-    client = MlflowClient(tracking_uri=setup.tracking_uri, registry_uri=setup.tracking_uri)
 
     def refresh_errors() -> float:
         for line in service.get("/metrics").text.splitlines():
@@ -510,7 +546,7 @@ def test_a_champion_needing_columns_serving_lacks_is_refused_and_the_old_one_kep
         raise AssertionError("churnops_model_refresh_errors_total is not exported")
 
     before = refresh_errors()
-    client.set_registered_model_alias(MODEL, "champion", bad_version)
+    _promote(setup.home, setup.tracking_uri, bad_version)
     try:
         _wait_for(lambda: refresh_errors() > before, "the watcher to refuse the new champion")
         r = service.post("/predict", json={"customer_id": FRESH[0]})
@@ -520,7 +556,71 @@ def test_a_champion_needing_columns_serving_lacks_is_refused_and_the_old_one_kep
         assert ready.status_code == 200
         assert "needs input columns ['mystery_column']" in ready.json()["checks"]["model"]["refresh_error"]
     finally:
+        _rollback(setup)
+
+
+def _unaudited_gauges(service: httpx.Client) -> list[str]:
+    return [
+        line
+        for line in service.get("/metrics").text.splitlines()
+        if line.startswith("churnops_champion_unaudited")
+    ]
+
+
+def test_a_champion_moved_outside_the_gate_is_not_served_and_ready_says_why(
+    setup: Setup, service: httpx.Client
+) -> None:
+    client = _client(setup)
+    _wait_for(lambda: service.get("/ready").json()["checks"]["model"].get("version") == "1", "version 1")
+    client.set_registered_model_alias(MODEL, "champion", "2")
+    try:
+        _wait_for(
+            lambda: "unaudited" in service.get("/ready").json()["checks"]["model"],
+            "the service to notice the unaudited move",
+        )
+        ready = service.get("/ready")
+        assert ready.status_code == 200  # version 1 still answers
+        model = ready.json()["checks"]["model"]
+        assert (model["version"], model["unaudited"]["version"]) == ("1", "2")
+        audit_db = Workspace(setup.home).audit_db
+        assert model["unaudited"]["reason"].startswith(
+            f"churn-model@champion points at version 2, but the audit table ({audit_db}) records no "
+            "promotion or rollback to it (audited champion: 1)"
+        )
+        assert "version 1 keeps answering" in model["unaudited"]["reason"]
+        expected, _ = _offline(setup, "1", [FRESH[4]])
+        body = service.post("/predict", json={"customer_id": FRESH[4]}).json()
+        assert body["model_version"] == "1"
+        assert body["churn_probability"] == pytest.approx(expected[0], abs=1e-12)
+        assert _unaudited_gauges(service)[-1] == 'churnops_champion_unaudited{version="2"} 1.0'
+    finally:
         client.set_registered_model_alias(MODEL, "champion", "1")
+    # Back on the audited champion: the report clears.
+    _wait_for(
+        lambda: "unaudited" not in service.get("/ready").json()["checks"]["model"], "the report to clear"
+    )
+    assert _unaudited_gauges(service) == ['churnops_champion_unaudited{version="2"} 0.0']
+
+
+def test_an_unaudited_champion_at_start_up_is_not_ready_and_says_why(setup: Setup) -> None:
+    audit_db = setup.home / "other-audit" / "audit.db"
+    app = create_app(
+        store_factory=lambda: _open_store(setup.home),
+        tracking_uri=setup.tracking_uri,
+        settings=_settings(setup, "unaudited", shadow=False).model_copy(update={"audit_db": audit_db}),
+    )
+    with Served(app) as client:
+        ready = client.get("/ready")
+        assert ready.status_code == 503
+        detail = ready.json()["checks"]["model"]["detail"]
+        assert detail.startswith(
+            f"churn-model@champion points at version 1, but the audit table ({audit_db}) records no "
+            "promotion or rollback to it (audited champion: none)"
+        )
+        assert "no model answers until it is resolved" in detail
+        r = client.post("/predict", json={"customer_id": FRESH[0]})
+        assert (r.status_code, r.json()) == (503, {"error": "no_champion", "detail": detail})
+    assert not audit_db.exists()  # a reader never creates the audit table
 
 
 def test_no_champion_answers_503_saying_what_to_run(setup: Setup) -> None:

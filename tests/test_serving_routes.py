@@ -14,7 +14,7 @@ from fastapi import Request
 from churnops.serving.auth import authorize
 from churnops.serving.errors import ServiceError
 from churnops.serving.metrics import ServingMetrics
-from churnops.serving.models import NO_CHAMPION_HINT, LoadedModel, ModelSet
+from churnops.serving.models import NO_CHAMPION_HINT, LoadedModel, ModelSet, UnauditedChampion
 from churnops.serving.routers import model_check, online_store_check, ready, request_id
 from churnops.serving.settings import ServingSettings
 from churnops.serving.state import ServiceState
@@ -37,8 +37,13 @@ def test_a_client_request_id_is_kept_only_when_1_to_128_characters() -> None:
 
 
 class _Watcher:
-    def __init__(self, champion: LoadedModel | None, error: str | None = None) -> None:
-        self.current = ModelSet(champion=champion, challenger=None)
+    def __init__(
+        self,
+        champion: LoadedModel | None,
+        error: str | None = None,
+        unaudited: UnauditedChampion | None = None,
+    ) -> None:
+        self.current = ModelSet(champion=champion, challenger=None, unaudited=unaudited)
         self.last_error = error
 
 
@@ -55,6 +60,18 @@ def test_model_check_names_the_champion_its_scoring_path_and_refresh_errors() ->
         "scoring_note": "unsupported step",
         "refresh_error": "version 8 needs input columns",
     }
+
+
+def test_model_check_names_an_unaudited_champion_and_is_not_ok_without_an_earlier_one() -> None:
+    moved = UnauditedChampion(version="9", reason="churn-model@champion points at version 9, but ...")
+    assert model_check(_Watcher(_model(note="n"), unaudited=moved)) == {
+        "ok": True,
+        "version": "7",
+        "scoring": "predict_proba",
+        "scoring_note": "n",
+        "unaudited": {"version": "9", "reason": moved.reason},
+    }
+    assert model_check(_Watcher(None, unaudited=moved)) == {"ok": False, "detail": moved.reason}
 
 
 def test_online_store_check_reports_the_store_error() -> None:
@@ -75,7 +92,10 @@ def test_online_store_check_reports_the_store_error() -> None:
 
 def _state(tmp_path: Path, *, require_keys: bool, runtime: Any = None) -> ServiceState:
     settings = ServingSettings(
-        predictions_dir=tmp_path, require_keys=require_keys, keys_file=tmp_path / "keys.json"
+        predictions_dir=tmp_path,
+        audit_db=tmp_path / "audit.db",
+        require_keys=require_keys,
+        keys_file=tmp_path / "keys.json",
     )
     return ServiceState(settings=settings, metrics=ServingMetrics(endpoints=set()), runtime=runtime)
 

@@ -90,7 +90,7 @@ def _scorer(
         reader=reader,
         models=models,
         log=log,
-        settings=ServingSettings(predictions_dir=tmp_path, shadow=shadow),
+        settings=ServingSettings(predictions_dir=tmp_path, audit_db=tmp_path / "audit.db", shadow=shadow),
         metrics=metrics,
         clock=lambda: NOW,
     )

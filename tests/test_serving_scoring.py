@@ -86,6 +86,46 @@ def test_compiled_probabilities_are_those_of_predict_proba(trained: Pipeline) ->
     assert compiled.predict(one, 1)[0] == pytest.approx(expected[7], abs=scoring.TOLERANCE)
 
 
+def test_trees_run_in_treelite_and_match_predict_proba_on_the_probe_rows(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import treelite.gtil
+
+    model = _fit(build_gradient_boosting)
+    probe = probe_frame(CONTRACT)
+    calls: list[int] = []
+    predict = treelite.gtil.predict
+
+    def counted(*args: Any, **kwargs: Any) -> np.ndarray:
+        calls.append(len(args[1]))
+        return predict(*args, **kwargs)
+
+    monkeypatch.setattr(treelite.gtil, "predict", counted)
+    compiled = compile_pipeline(model, probe=probe)
+    assert compiled.engine == "treelite"
+    assert calls == [len(probe)]  # the load-time check already went through treelite
+    expected = model.predict_proba(probe[CONTRACT.feature_names])[:, 1]
+    lists = {name: probe[name].tolist() for name in CONTRACT.feature_names}
+    got = compiled.predict(lists, len(probe))
+    assert calls == [len(probe)] * 2
+    assert np.abs(got - expected).max() <= 1e-12
+    assert compile_pipeline(_fit(build_logistic_regression), probe=probe).engine == "numpy"
+
+
+def test_a_forest_treelite_cannot_import_is_refused_by_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    import treelite.sklearn
+
+    def refuse(_: Any) -> None:
+        raise AssertionError("unexpected _preprocessor layout")
+
+    monkeypatch.setattr(treelite.sklearn, "import_model", refuse)
+    with pytest.raises(
+        UnsupportedModel,
+        match="HistGradientBoostingClassifier: treelite cannot import it: AssertionError: unexpected",
+    ):
+        compile_pipeline(_fit(build_gradient_boosting), probe=probe_frame(CONTRACT))
+
+
 def test_plain_lists_score_like_a_dataframe(trained: Pipeline) -> None:
     compiled = compile_pipeline(trained, probe=probe_frame(CONTRACT))
     rows = _rows(20, 5)
@@ -157,11 +197,11 @@ def test_a_changed_library_internal_means_predict_proba_not_a_crash(monkeypatch:
     model = _fit(build_gradient_boosting)
 
     def renamed(_: Any) -> None:
-        raise AttributeError("'HistGradientBoostingClassifier' object has no attribute '_predictors'")
+        raise AttributeError("'HistGradientBoostingClassifier' object has no attribute '_bin_mapper'")
 
     monkeypatch.setattr(scoring, "_gradient_boosting", renamed)
     with pytest.raises(
-        UnsupportedModel, match=r"cannot replay CalibratedClassifierCV: AttributeError: .*_predictors"
+        UnsupportedModel, match=r"cannot replay CalibratedClassifierCV: AttributeError: .*_bin_mapper"
     ):
         compile_pipeline(model, probe=probe_frame(CONTRACT))
 

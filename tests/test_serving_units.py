@@ -18,7 +18,9 @@ from churnops.storage.keys import KEY_PREFIX, hash_key, load_key_hashes
 
 
 def test_risk_bands_cut_at_the_settings(tmp_path: Path) -> None:
-    s = ServingSettings(predictions_dir=tmp_path, risk_medium=0.25, risk_high=0.7)
+    s = ServingSettings(
+        predictions_dir=tmp_path, audit_db=tmp_path / "audit.db", risk_medium=0.25, risk_high=0.7
+    )
     assert [s.risk_band(p) for p in (0.0, 0.2499, 0.25, 0.6999, 0.7, 1.0)] == [
         "low",
         "low",
@@ -40,7 +42,7 @@ def test_risk_bands_cut_at_the_settings(tmp_path: Path) -> None:
 )
 def test_settings_refuse_inconsistent_values(tmp_path: Path, overrides: dict, message: str) -> None:
     with pytest.raises(ValidationError, match=message.replace("(", r"\(").replace(")", r"\)")):
-        ServingSettings(predictions_dir=tmp_path, **overrides)
+        ServingSettings(predictions_dir=tmp_path, audit_db=tmp_path / "audit.db", **overrides)
 
 
 class _NeverScored:

@@ -79,9 +79,10 @@ def test_same_data_and_seed_give_the_same_metrics_and_hash(trained: Trained) -> 
     assert trained.second.metrics == trained.first.metrics
     assert trained.second.training_set_hash == trained.first.training_set_hash == content_hash(trained.frame)
     client = MlflowClient(trained.tracking_uri)
-    first, second = (client.get_run(r.run_id).data for r in (trained.first, trained.second))
-    assert first.metrics == second.metrics
-    assert first.params == second.params
+    for run_id in ("run_id", "parent_run_id"):
+        first, second = (client.get_run(getattr(r, run_id)).data for r in (trained.first, trained.second))
+        assert first.metrics == second.metrics
+        assert first.params == second.params
 
 
 def test_version_carries_alias_tags_and_signature(trained: Trained) -> None:
@@ -92,13 +93,22 @@ def test_version_carries_alias_tags_and_signature(trained: Trained) -> None:
     assert version.aliases == ["challenger"]
     assert version.run_id == trained.second.run_id
     chosen = trained.second.metrics[trained.second.chosen]["test"]
-    for name in METRIC_NAMES:
-        assert float(version.tags[f"test_{name}"]) == chosen[name]
-    assert version.tags["feature_service"] == "customer_profile_v1"
-    assert version.tags["feast.feature_service"] == "customer_profile_v1"
-    assert version.tags["feature_service_version"] == "1"
-    assert version.tags["model_type"] == trained.second.chosen
-    assert version.tags["training_set_hash"] == trained.second.training_set_hash
+    # A handful of tags, figures rounded to 4 decimals (not 16-digit floats).
+    assert version.tags == {
+        "model_type": trained.second.chosen,
+        "feast.feature_service": "customer_profile_v1",
+        "feature_service_version": "1",
+        "training_set_hash": trained.second.training_set_hash,
+        "code_version": version.tags["code_version"],
+        "test_pr_auc": f"{round(chosen['pr_auc'], 4):.4f}",
+        "test_roc_auc": f"{round(chosen['roc_auc'], 4):.4f}",
+    }
+    assert version.tags["code_version"].startswith(("git:", "package:"))
+    assert version.description.startswith(
+        f"`{trained.second.chosen}` trained on Feast feature service `customer_profile_v1`"
+    )
+    assert f"PR AUC {chosen['pr_auc']:.4f}" in version.description
+    assert "`churnops promote`" in client.get_registered_model("churn-model").description
 
     import mlflow
 
@@ -113,13 +123,49 @@ def test_version_carries_alias_tags_and_signature(trained: Trained) -> None:
     assert info.flavors["python_function"]["predict_fn"] == "predict_proba"
 
 
-def test_run_records_params_metrics_lineage_and_artifacts(trained: Trained) -> None:
+def _children(client: MlflowClient, result: TrainResult) -> dict[str, object]:
+    runs = client.search_runs(
+        [result.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{result.parent_run_id}'"
+    )
+    return {run.info.run_name: run for run in runs}
+
+
+def test_a_training_is_one_parent_run_with_a_child_run_per_candidate(trained: Trained) -> None:
     client = MlflowClient(trained.tracking_uri)
-    run = client.get_run(trained.second.run_id)
-    assert run.info.status == "FINISHED"
-    experiment = client.get_experiment(run.info.experiment_id)
+    experiment = client.get_experiment(trained.second.experiment_id)
     assert experiment.name == "churn"
     assert experiment.artifact_location == (trained.home / "mlruns" / "artifacts").as_uri()
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    runs = client.search_runs([experiment.experiment_id])
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    assert sorted(r.info.run_id for r in parents) == sorted(
+        [trained.first.parent_run_id, trained.second.parent_run_id]
+    )
+    children = _children(client, trained.second)
+    assert set(children) == {"logistic_regression", "hist_gradient_boosting"}
+    assert len(runs) == 2 * 3
+    chosen = children[trained.second.chosen]
+    assert chosen.info.run_id == trained.second.run_id  # the registered version's source run
+    expected = {f"{window}_{name}" for window in ("validation", "test") for name in METRIC_NAMES}
+    for name, child in children.items():
+        assert child.info.status == "FINISHED"
+        assert set(child.data.metrics) == expected  # the same names: the UI compares them
+        for window in ("validation", "test"):
+            for metric in METRIC_NAMES:
+                logged = child.data.metrics[f"{window}_{metric}"]
+                assert logged == trained.second.metrics[name][window][metric]
+        assert child.data.params["candidate"] == name
+        assert child.data.tags["churnops.chosen"] == str(name == trained.second.chosen).lower()
+        assert child.data.tags["mlflow.note.content"].startswith(f"Candidate `{name}`")
+        assert child.data.tags["feast.feature_service"] == "customer_profile_v1"
+    assert children["hist_gradient_boosting"].data.params["learning_rate"] == "0.05"
+    assert children["logistic_regression"].data.params["class_weight"] == "balanced"
+
+
+def test_parent_run_records_params_lineage_datasets_and_a_description(trained: Trained) -> None:
+    client = MlflowClient(trained.tracking_uri)
+    run = client.get_run(trained.second.parent_run_id)
+    assert run.info.status == "FINISHED"
     tags, params, metrics = run.data.tags, run.data.params, run.data.metrics
     assert tags["feast.feature_service"] == "customer_profile_v1"
     assert tags["feast.feature_refs"].split(",") == LINEAGE.feature_refs
@@ -128,40 +174,54 @@ def test_run_records_params_metrics_lineage_and_artifacts(trained: Trained) -> N
     assert tags["training_set_start"] == trained.frame["event_timestamp"].min().isoformat()
     assert tags["training_set_end"] == trained.frame["event_timestamp"].max().isoformat()
     assert tags["code_version"].startswith(("git:", "package:"))
+    description = tags["mlflow.note.content"]
+    assert description.startswith("Churn training on Feast feature service `customer_profile_v1`")
+    assert f"{len(trained.frame):,} labelled observations" in description
     assert params["seed"] == "42"
+    assert params["chosen_model"] == trained.second.chosen
     assert params["split.test_start"] == trained.second.split_dates.test_start.isoformat()
-    for model in ("logistic_regression", "hist_gradient_boosting"):
-        for name in METRIC_NAMES:
-            assert f"{model}.test.{name}" in metrics and f"{model}.validation.{name}" in metrics
-    assert metrics["constant.test.roc_auc"] == 0.5
+    assert metrics["constant_test_roc_auc"] == 0.5
     assert metrics["rows_test"] == trained.second.rows["test"]
+    assert metrics["test_pr_auc"] == trained.second.metrics[trained.second.chosen]["test"]["pr_auc"]
 
-    def listing(path: str = "") -> set[str]:
-        return {a.path for a in client.list_artifacts(run.info.run_id, path)}
+    def listing(run_id: str, path: str = "") -> set[str]:
+        return {a.path for a in client.list_artifacts(run_id, path)}
 
-    assert {"datasets", "plots", "feast_features.json"} <= listing()
-    assert listing("plots") >= {
+    assert {"datasets", "plots", "feast_features.json"} <= listing(run.info.run_id)
+    assert listing(run.info.run_id, "plots") == {
         "plots/roc.png",
         "plots/precision_recall.png",
         "plots/calibration.png",
-        "plots/permutation_importance.png",
     }
-    assert listing("datasets") == {
+    assert listing(run.info.run_id, "datasets") == {
         "datasets/train.parquet",
         "datasets/validation.parquet",
         "datasets/test.parquet",
     }
-    refs = json.loads(Path(client.download_artifacts(run.info.run_id, "feast_features.json")).read_text())
+    chosen = trained.second.run_id
+    assert "plots/permutation_importance.png" in listing(chosen, "plots")
+    refs = json.loads(Path(client.download_artifacts(chosen, "feast_features.json")).read_text())
     assert refs == LINEAGE.feature_refs
     png = Path(client.download_artifacts(run.info.run_id, "plots/roc.png")).read_bytes()
     assert png.startswith(b"\x89PNG")
+    # Datasets name their feature service and window, and their source is the logged file.
+    for logged in (run, client.get_run(chosen)):
+        inputs = {d.dataset.name: d for d in logged.inputs.dataset_inputs}
+        assert set(inputs) == {f"customer_profile_v1/{w}" for w in ("train", "validation", "test")}
+        train = inputs["customer_profile_v1/train"]
+        assert train.dataset.source_type == "local"
+        # MLflow keeps one record per dataset name and content: both trainings read the same rows,
+        # so the source is the first training's file (identical bytes).
+        source = f"{client.get_run(trained.first.parent_run_id).info.artifact_uri}/datasets/train.parquet"
+        assert json.loads(train.dataset.source)["uri"] == source
+        assert [t.value for t in train.tags if t.key == "mlflow.data.context"] == ["train"]
 
 
 def test_logged_datasets_are_the_split_windows_with_hashed_customers(
     trained: Trained, tmp_path: Path
 ) -> None:
     client = MlflowClient(trained.tracking_uri)
-    local = Path(client.download_artifacts(trained.second.run_id, "datasets", str(tmp_path)))
+    local = Path(client.download_artifacts(trained.second.parent_run_id, "datasets", str(tmp_path)))
     test = pd.read_parquet(local / "test.parquet")
     train = pd.read_parquet(local / "train.parquet")
     dates = trained.second.split_dates
@@ -185,7 +245,9 @@ def test_logged_datasets_are_the_split_windows_with_hashed_customers(
 
 def test_challenger_loads_and_predicts_in_a_fresh_process(trained: Trained, tmp_path: Path) -> None:
     client = MlflowClient(trained.tracking_uri)
-    local = Path(client.download_artifacts(trained.second.run_id, "datasets/test.parquet", str(tmp_path)))
+    local = Path(
+        client.download_artifacts(trained.second.parent_run_id, "datasets/test.parquet", str(tmp_path))
+    )
     row = pd.read_parquet(local).head(1)
     script = f"""
 import json, mlflow, mlflow.sklearn, mlflow.pyfunc, pandas as pd
@@ -273,7 +335,7 @@ def test_mlflow_server_finds_the_run_and_the_model_over_rest(trained: Trained) -
             f"{api}/model-versions/get", params={"name": "churn-model", "version": "2"}, timeout=10
         ).json()["model_version"]
         assert version["run_id"] == trained.second.run_id
-        assert {t["key"] for t in version["tags"]} >= {"test_pr_auc", "feature_service"}
+        assert {t["key"] for t in version["tags"]} >= {"test_pr_auc", "feast.feature_service"}
     finally:
         # The server runs in its own session: end its whole group (uvicorn worker included).
         os.killpg(server.pid, signal.SIGTERM)

@@ -1,10 +1,13 @@
 """Evaluation plots for the MLflow run: ROC, precision-recall, calibration, permutation importance.
 
 Figures are built as bare `matplotlib.figure.Figure` objects rendered by the Agg canvas: no
-pyplot state, no display, safe in a server or a test worker.
+pyplot state, no display, safe in a server or a test worker. Constrained layout keeps titles,
+labels and long feature names inside the image (the MLflow UI shows it as saved).
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -16,11 +19,14 @@ from sklearn.metrics import precision_recall_curve, roc_curve
 CALIBRATION_BINS = 10
 
 
-def _figure(title: str, xlabel: str, ylabel: str) -> tuple[Figure, object]:
-    figure = Figure(figsize=(6, 4.5), dpi=100)
+def _figure(
+    title: str, xlabel: str, ylabel: str, *, size: tuple[float, float] = (6, 4.5)
+) -> tuple[Figure, Any]:
+    figure = Figure(figsize=size, dpi=100, layout="constrained")
     FigureCanvasAgg(figure)
     axes = figure.add_subplot()
-    axes.set_title(title)
+    # A figure-wide title is centred on the image, not on the axes, which long tick labels push aside.
+    figure.suptitle(title)
     axes.set_xlabel(xlabel)
     axes.set_ylabel(ylabel)
     return figure, axes
@@ -94,8 +100,11 @@ def importance_figure(*, importance: pd.DataFrame, model_name: str) -> Figure:
         The figure.
     """
     ordered = importance.sort_values("mean")
-    figure, axes = _figure(f"Permutation importance ({model_name}, test window)", "drop in PR AUC", "feature")
+    figure, axes = _figure(
+        f"Permutation importance: {model_name}\n(test window, drop in PR AUC when a feature is shuffled)",
+        "drop in PR AUC",
+        "feature",
+        size=(8, 0.35 * len(ordered) + 2),
+    )
     axes.barh(list(ordered.index), ordered["mean"].to_numpy(), xerr=ordered["std"].to_numpy())
-    figure.set_size_inches(7, 0.35 * len(ordered) + 1.5)
-    figure.tight_layout()
     return figure

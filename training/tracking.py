@@ -18,6 +18,9 @@ from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, ErrorCode
 
 EXPERIMENT = "churn"
+# The MLflow UI opens an experiment by its kind; without this tag MLflow 3 guesses GenAI.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+MODEL_TRAINING = "custom_model_development"
 
 _REPO = Path(__file__).resolve().parents[1]
 # Packages whose types a churn model may contain; anything else found by skops is refused.
@@ -29,7 +32,7 @@ _MODEL_REQUIREMENTS = ("scikit-learn", "skops", "numpy", "scipy", "pandas", "mlf
 
 
 def ensure_experiment(*, client: MlflowClient, artifact_location: str, name: str = EXPERIMENT) -> str:
-    """Get or create the experiment, insisting on its artifact location.
+    """Get or create the experiment, insisting on its artifact location, and mark it model training.
 
     Args:
         client: A client on the tracking store.
@@ -46,7 +49,9 @@ def ensure_experiment(*, client: MlflowClient, artifact_location: str, name: str
     experiment = client.get_experiment_by_name(name)
     if experiment is None:
         try:
-            return client.create_experiment(name, artifact_location=wanted)
+            return client.create_experiment(
+                name, artifact_location=wanted, tags={EXPERIMENT_KIND_TAG: MODEL_TRAINING}
+            )
         except MlflowException as exc:
             # Another process created it between our lookup and our create.
             if exc.error_code != ErrorCode.Name(RESOURCE_ALREADY_EXISTS):
@@ -59,6 +64,8 @@ def ensure_experiment(*, client: MlflowClient, artifact_location: str, name: str
             f"MLflow experiment {name!r} stores its artifacts in {experiment.artifact_location}, not "
             f"{wanted}: the tracking store belongs to another home; use that home or a fresh one"
         )
+    if experiment.tags.get(EXPERIMENT_KIND_TAG) != MODEL_TRAINING:
+        client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING)
     return experiment.experiment_id
 
 

@@ -1,11 +1,13 @@
-"""One training: labels from the lake, a training set from Feast, two candidates, one MLflow run, one version.
+"""One training: labels from the lake, a training set from Feast, two candidates, MLflow runs, one version.
 
 `train` is the wiring (lake → labels → feature service → `run_training`); `run_training` does the
 tracked part for any loader of a labelled training set, so it can be exercised without a store.
+A training is one parent run with a nested child run per candidate (`training.runs` says what
+goes where); the chosen candidate's model is registered from its child run.
 
-Lineage follows Feast's MLflow conventions, written by hand: the run and the registered version
-carry `feast.feature_service`, the run `feast.project`, `feast.feature_refs` and
-`feast.feature_views`, and the run's root holds `feast_features.json`, so Feast's
+Lineage follows Feast's MLflow conventions, written by hand: the runs and the registered version
+carry `feast.feature_service`, the runs `feast.project`, `feast.feature_refs` and
+`feast.feature_views`, and each run's root holds `feast_features.json`, so Feast's
 `store.mlflow.resolve_features("models:/churn-model/champion")` works for serving (Feast's
 resolver parses `models:/<name>/<version or alias>`, not MLflow's `@alias` form). When
 `feature_store.yaml` enables Feast's `mlflow:` block, Feast's own auto-logging of the historical
@@ -17,8 +19,6 @@ swallows lineage errors, while this module must fail loudly when lineage cannot 
 
 from __future__ import annotations
 
-import json
-import tempfile
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,31 +30,37 @@ import mlflow
 import pandas as pd
 import pyarrow as pa
 from mlflow import MlflowClient
-from mlflow.models import infer_signature
-from mlflow.models.model import ModelInfo
 
 from churnops.contracts.feature_contract import FeatureContract, load_feature_contract
 from churnops.storage.times import timestamp_utc
-from churnops.training.fit import CONSTANT, FitResult, fit_candidates
+from churnops.training.fit import fit_candidates
 from churnops.training.labels import (
     ENTITY_COLUMN,
-    FIRST_OBSERVATION_AFTER_SIGNUP,
     HORIZON,
-    OBSERVATION_EVERY,
     TIME_COLUMN,
     labelled_observations,
 )
-from churnops.training.models import CANDIDATES, model_input
 from churnops.training.names import CHALLENGER, LABEL_COLUMN, REGISTERED_MODEL
-from churnops.training.plots import calibration_figure, importance_figure, precision_recall_figure, roc_figure
+from churnops.training.runs import (
+    MODEL_DESCRIPTION,
+    TrainingRun,
+    candidate_description,
+    log_candidate,
+    log_comparison_plots,
+    log_datasets,
+    log_inputs,
+    log_lineage_file,
+    parent_metrics,
+    parent_params,
+    training_description,
+    version_description,
+    version_tags,
+)
 from churnops.training.split import DEFAULT_FRACTIONS, Split, SplitDates, out_of_time_split
 from churnops.training.tracking import (
     code_version,
     content_hash,
     ensure_experiment,
-    hash_entities,
-    model_requirements,
-    trusted_types,
 )
 
 DEFAULT_FEATURE_SERVICE = "customer_profile_v1"
@@ -123,7 +129,8 @@ class TrainResult:
     """What a training produced.
 
     Attributes:
-        run_id: The MLflow run.
+        run_id: The chosen candidate's MLflow run (the registered version's source run).
+        parent_run_id: The training's parent run (the training set, lineage, comparison plots).
         experiment_id: The MLflow experiment.
         model_name: The registered model (`churn-model`).
         model_version: The new version, now aliased `challenger`.
@@ -140,6 +147,7 @@ class TrainResult:
     """
 
     run_id: str
+    parent_run_id: str
     experiment_id: str
     model_name: str
     model_version: str
@@ -153,23 +161,6 @@ class TrainResult:
     training_set_hash: str
     feature_service: str
     tags: dict[str, str]
-
-
-def _scalar_params(prefix: str, params: dict[str, Any]) -> dict[str, str]:
-    return {
-        f"{prefix}.{key}": str(value)
-        for key, value in sorted(params.items())
-        if value is None or isinstance(value, bool | int | float | str)
-    }
-
-
-def _logged_frame(frame: pd.DataFrame, contract: FeatureContract) -> pd.DataFrame:
-    out = frame.reset_index(drop=True).copy()
-    if contract.privacy.hash_entity_in_training_sets:
-        out[ENTITY_COLUMN] = hash_entities(
-            out[ENTITY_COLUMN], namespace=f"{contract.name}:v{contract.version}"
-        )
-    return out
 
 
 def _check_training_set(frame: pd.DataFrame, contract: FeatureContract) -> None:
@@ -186,119 +177,6 @@ def _check_training_set(frame: pd.DataFrame, contract: FeatureContract) -> None:
 
 def _windows(split: Split) -> dict[str, pd.DataFrame]:
     return {"train": split.train, "validation": split.validation, "test": split.test}
-
-
-def _run_params(
-    *,
-    split: Split,
-    fit: FitResult,
-    lineage: Lineage,
-    contract: FeatureContract,
-    seed: int,
-    settings: TrainSettings,
-) -> dict[str, str]:
-    """The run's parameters: labelling, split, features, the choice, and each candidate's settings."""
-    params: dict[str, str] = {
-        "seed": str(seed),
-        "feature_service": lineage.feature_service,
-        "feature_service_version": str(lineage.feature_service_version),
-        "horizon_days": str(settings.horizon / timedelta(days=1)),
-        "observation_every_days": str(OBSERVATION_EVERY / timedelta(days=1)),
-        "first_observation_after_signup_days": str(FIRST_OBSERVATION_AFTER_SIGNUP / timedelta(days=1)),
-        "min_history_days": str((settings.min_history or contract.lookback) / timedelta(days=1)),
-        "split_fractions": ",".join(str(f) for f in settings.fractions),
-        "model_features": ",".join(contract.feature_names),
-        "chosen_model": fit.chosen,
-        **{f"split.{key}": value for key, value in split.dates.as_dict().items()},
-    }
-    for name, build in CANDIDATES.items():
-        classifier = build(contract=contract, seed=seed).named_steps["classifier"]
-        params.update(_scalar_params(name, classifier.get_params()))
-    return params
-
-
-def _run_metrics(*, split: Split, fit: FitResult) -> dict[str, float]:
-    """Every candidate's metrics, the constant reference, the chosen one's, and rows per window."""
-    metrics: dict[str, float] = {}
-    for name, candidate in fit.candidates.items():
-        for window, values in (("validation", candidate.validation), ("test", candidate.test)):
-            metrics.update({f"{name}.{window}.{key}": value for key, value in values.items()})
-    metrics.update({f"{CONSTANT}.test.{key}": value for key, value in fit.constant_test.items()})
-    chosen = fit.candidates[fit.chosen]
-    metrics.update({f"validation_{key}": value for key, value in chosen.validation.items()})
-    metrics.update({f"test_{key}": value for key, value in chosen.test.items()})
-    for window, frame in _windows(split).items():
-        metrics[f"rows_{window}"] = float(len(frame))
-        metrics[f"positive_rate_{window}"] = float(frame[LABEL_COLUMN].mean())
-    return metrics
-
-
-def _training_set_tags(
-    *, training_set: pd.DataFrame, fit: FitResult, training_set_hash: str
-) -> dict[str, str]:
-    times = pd.to_datetime(training_set[TIME_COLUMN], utc=True)
-    return {
-        "training_set_hash": training_set_hash,
-        "training_set_start": times.min().isoformat(),
-        "training_set_end": times.max().isoformat(),
-        "training_set_rows": str(len(training_set)),
-        "chosen_model": fit.chosen,
-    }
-
-
-def _log_plots(fit: FitResult) -> None:
-    scores = {name: candidate.test_scores for name, candidate in fit.candidates.items()}
-    y = fit.test_labels
-    mlflow.log_figure(roc_figure(y_true=y, scores=scores), "plots/roc.png")
-    mlflow.log_figure(precision_recall_figure(y_true=y, scores=scores), "plots/precision_recall.png")
-    mlflow.log_figure(calibration_figure(y_true=y, scores=scores), "plots/calibration.png")
-    mlflow.log_figure(
-        importance_figure(importance=fit.importance, model_name=fit.chosen),
-        "plots/permutation_importance.png",
-    )
-
-
-def _log_files(*, split: Split, fit: FitResult, lineage: Lineage, contract: FeatureContract) -> None:
-    """Log the windows as datasets and files, the importance table, and Feast's feature list."""
-    with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp)
-        datasets = folder / "datasets"
-        datasets.mkdir()
-        for window, frame in _windows(split).items():
-            logged = _logged_frame(frame, contract)
-            logged.to_parquet(datasets / f"{window}.parquet", index=False)
-            mlflow.log_input(
-                mlflow.data.from_pandas(logged, name=window, targets=LABEL_COLUMN), context=window
-            )
-        mlflow.log_artifacts(str(datasets), artifact_path="datasets")
-        importance = fit.importance.rename_axis("feature").reset_index()
-        importance.to_csv(folder / "permutation_importance.csv", index=False)
-        mlflow.log_artifact(str(folder / "permutation_importance.csv"), artifact_path="plots")
-        # Feast's model resolver compares this list with the feature service's current features.
-        (folder / "feast_features.json").write_text(json.dumps(lineage.feature_refs), encoding="utf-8")
-        mlflow.log_artifact(str(folder / "feast_features.json"))
-
-
-def _log_run_content(
-    *,
-    training_set: pd.DataFrame,
-    split: Split,
-    fit: FitResult,
-    lineage: Lineage,
-    contract: FeatureContract,
-    seed: int,
-    settings: TrainSettings,
-    training_set_hash: str,
-) -> None:
-    mlflow.log_params(
-        _run_params(split=split, fit=fit, lineage=lineage, contract=contract, seed=seed, settings=settings)
-    )
-    mlflow.log_metrics(_run_metrics(split=split, fit=fit))
-    mlflow.set_tags(
-        _training_set_tags(training_set=training_set, fit=fit, training_set_hash=training_set_hash)
-    )
-    _log_plots(fit)
-    _log_files(split=split, fit=fit, lineage=lineage, contract=contract)
 
 
 def _open_tracking(*, tracking_uri: str, artifact_location: str) -> tuple[MlflowClient, str]:
@@ -323,50 +201,17 @@ def _run_tags(*, lineage: Lineage, version_of_code: str) -> dict[str, str]:
     return tags
 
 
-def _log_model(*, fit: FitResult, split: Split, contract: FeatureContract) -> ModelInfo:
-    """Log the chosen model with its signature and an input example from the test window.
-
-    Returns:
-        MLflow's `ModelInfo` of the logged model.
-    """
-    example = model_input(frame=split.test.head(5), contract=contract)
-    return mlflow.sklearn.log_model(
-        fit.model,
-        name="model",
-        signature=infer_signature(example, fit.model.predict_proba(example)),
-        input_example=example,
-        pip_requirements=model_requirements(),
-        skops_trusted_types=trusted_types(fit.model),
-        # Serving and the gate need probabilities; pyfunc's predict returns [P(stay), P(churn)].
-        pyfunc_predict_fn="predict_proba",
-    )
-
-
-def _version_tags(
-    *, fit: FitResult, split: Split, lineage: Lineage, training_set_hash: str, version_of_code: str
-) -> dict[str, str]:
-    chosen = fit.candidates[fit.chosen]
-    return {
-        **{f"test_{key}": str(value) for key, value in chosen.test.items()},
-        **{f"validation_{key}": str(value) for key, value in chosen.validation.items()},
-        "feast.feature_service": lineage.feature_service,
-        "feature_service": lineage.feature_service,
-        "feature_service_version": str(lineage.feature_service_version),
-        "training_set_hash": training_set_hash,
-        "model_type": fit.chosen,
-        "code_version": version_of_code,
-        "test_start": split.dates.test_start.isoformat(),
-        "test_end": split.dates.test_end.isoformat(),
-    }
-
-
-def _register_challenger(*, client: MlflowClient, model_uri: str, tags: dict[str, str]) -> str:
-    """Register a logged model as a new version, tag it and alias it `challenger`.
+def _register_challenger(
+    *, client: MlflowClient, model_uri: str, tags: dict[str, str], description: str
+) -> str:
+    """Register a logged model as a new version, describe and tag it, and alias it `challenger`.
 
     Returns:
         The new version.
     """
     version = mlflow.register_model(model_uri, REGISTERED_MODEL).version
+    client.update_registered_model(REGISTERED_MODEL, description=MODEL_DESCRIPTION)
+    client.update_model_version(REGISTERED_MODEL, version, description=description)
     for key, value in tags.items():
         client.set_model_version_tag(REGISTERED_MODEL, version, key, value)
     client.set_registered_model_alias(REGISTERED_MODEL, CHALLENGER, version)
@@ -375,13 +220,73 @@ def _register_challenger(*, client: MlflowClient, model_uri: str, tags: dict[str
 
 @dataclass(frozen=True)
 class _Trained:
-    """What the tracked run produced, before registration."""
+    """What the tracked runs produced, before registration."""
 
+    parent_run_id: str
     run_id: str
     model_uri: str
-    split: Split
-    fit: FitResult
-    training_set_hash: str
+    run: TrainingRun
+
+
+def _training_tags(*, training_set: pd.DataFrame, training_set_hash: str) -> dict[str, str]:
+    times = pd.to_datetime(training_set[TIME_COLUMN], utc=True)
+    return {
+        "training_set_hash": training_set_hash,
+        "training_set_start": times.min().isoformat(),
+        "training_set_end": times.max().isoformat(),
+        "training_set_rows": str(len(training_set)),
+    }
+
+
+def _log_parent(*, run: TrainingRun, settings: TrainSettings) -> dict[str, Any]:
+    """Log the shared part of a training into the active parent run; return the windows as datasets."""
+    mlflow.log_params(
+        parent_params(
+            run=run,
+            horizon=settings.horizon,
+            min_history=settings.min_history or run.contract.lookback,
+            fractions=",".join(str(f) for f in settings.fractions),
+        )
+    )
+    mlflow.log_metrics(parent_metrics(run))
+    mlflow.set_tags(
+        {
+            **_training_tags(training_set=run.training_set, training_set_hash=run.training_set_hash),
+            "chosen_model": run.fit.chosen,
+            "mlflow.note.content": training_description(run),
+        }
+    )
+    datasets = log_datasets(run)
+    log_inputs(datasets)
+    log_comparison_plots(run.fit)
+    log_lineage_file(run.feature_refs)
+    return datasets
+
+
+def _log_children(
+    *, run: TrainingRun, experiment_id: str, run_tags: dict[str, str], datasets: dict[str, Any]
+) -> tuple[str, str]:
+    """One nested run per candidate; returns the chosen candidate's run id and model URI."""
+    chosen: tuple[str, str] | None = None
+    shared = {
+        **run_tags,
+        **_training_tags(training_set=run.training_set, training_set_hash=run.training_set_hash),
+    }
+    for name in run.fit.candidates:
+        tags = {
+            **shared,
+            "churnops.candidate": name,
+            "churnops.chosen": str(name == run.fit.chosen).lower(),
+            "mlflow.note.content": candidate_description(run=run, name=name),
+        }
+        # The experiment is named again: a nested run otherwise lands in MLflow's default experiment.
+        with mlflow.start_run(experiment_id=experiment_id, run_name=name, nested=True, tags=tags) as child:
+            info = log_candidate(run=run, name=name, datasets=datasets)
+        if name == run.fit.chosen:
+            chosen = (child.info.run_id, info.model_uri)
+    if chosen is None:
+        raise ValueError(f"the chosen candidate {run.fit.chosen!r} is not among the candidates")
+    return chosen
 
 
 def _tracked_run(
@@ -394,12 +299,12 @@ def _tracked_run(
     contract: FeatureContract,
     settings: TrainSettings,
 ) -> _Trained:
-    """Inside one MLflow run: load the training set, split, fit, log everything and the model."""
+    """Inside one parent MLflow run: load the training set, split, fit, log it and one child per candidate."""
     with (
         warnings.catch_warnings(),
         mlflow.start_run(
             experiment_id=experiment_id, run_name=f"train-{lineage.feature_service}-seed{seed}", tags=run_tags
-        ) as run,
+        ) as parent,
     ):
         # Contract features are never null (the join fills defaults), so MLflow's hint that
         # integer columns cannot hold missing values does not apply.
@@ -407,34 +312,30 @@ def _tracked_run(
         training_set = load_training_set()
         _check_training_set(training_set, contract)
         split = out_of_time_split(frame=training_set, fractions=settings.fractions)
-        fit = fit_candidates(split=split, contract=contract, seed=seed)
-        training_set_hash = content_hash(training_set)
-        _log_run_content(
+        run = TrainingRun(
             training_set=training_set,
             split=split,
-            fit=fit,
-            lineage=lineage,
+            fit=fit_candidates(split=split, contract=contract, seed=seed),
             contract=contract,
+            lineage_tags=lineage.tags(),
+            feature_refs=lineage.feature_refs,
+            training_set_hash=content_hash(training_set),
             seed=seed,
-            settings=settings,
-            training_set_hash=training_set_hash,
         )
-        model_info = _log_model(fit=fit, split=split, contract=contract)
-        return _Trained(
-            run_id=run.info.run_id,
-            model_uri=model_info.model_uri,
-            split=split,
-            fit=fit,
-            training_set_hash=training_set_hash,
+        datasets = _log_parent(run=run, settings=settings)
+        run_id, model_uri = _log_children(
+            run=run, experiment_id=experiment_id, run_tags=run_tags, datasets=datasets
         )
+        return _Trained(parent_run_id=parent.info.run_id, run_id=run_id, model_uri=model_uri, run=run)
 
 
 def _train_result(
     *, trained: _Trained, experiment_id: str, version: str, lineage: Lineage, tags: dict[str, str]
 ) -> TrainResult:
-    split, fit = trained.split, trained.fit
+    split, fit = trained.run.split, trained.run.fit
     return TrainResult(
         run_id=trained.run_id,
+        parent_run_id=trained.parent_run_id,
         experiment_id=experiment_id,
         model_name=REGISTERED_MODEL,
         model_version=version,
@@ -450,7 +351,7 @@ def _train_result(
         positive_rates={
             window: float(frame[LABEL_COLUMN].mean()) for window, frame in _windows(split).items()
         },
-        training_set_hash=trained.training_set_hash,
+        training_set_hash=trained.run.training_set_hash,
         feature_service=lineage.feature_service,
         tags=tags,
     )
@@ -498,16 +399,15 @@ def run_training(
         contract=contract,
         settings=settings,
     )
-    version_tags = _version_tags(
-        fit=trained.fit,
-        split=trained.split,
-        lineage=lineage,
-        training_set_hash=trained.training_set_hash,
-        version_of_code=version_of_code,
+    tags = version_tags(run=trained.run, code_version=version_of_code)
+    version = _register_challenger(
+        client=client,
+        model_uri=trained.model_uri,
+        tags=tags,
+        description=version_description(run=trained.run, registered_as=CHALLENGER),
     )
-    version = _register_challenger(client=client, model_uri=trained.model_uri, tags=version_tags)
     return _train_result(
-        trained=trained, experiment_id=experiment_id, version=version, lineage=lineage, tags=version_tags
+        trained=trained, experiment_id=experiment_id, version=version, lineage=lineage, tags=tags
     )
 
 

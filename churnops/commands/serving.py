@@ -60,6 +60,7 @@ def serve(
     try:
         settings = ServingSettings(
             predictions_dir=ws.predictions,
+            audit_db=ws.audit_db,
             keys_file=keys_file(ws),
             data_quality_home=ws.home,
             require_keys=require_keys,
