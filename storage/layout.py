@@ -25,6 +25,10 @@ FEAST_DIR = DATA_DIR / "feast"
 AUDIT_DB = DATA_DIR / "audit.db"
 PREDICTIONS_DIR = DATA_DIR / "predictions"
 API_KEYS_FILE = DATA_DIR / "serving" / "api_keys.json"
+# Alerts: the file sink (one JSON object per line) and the deduplication state.
+ALERTS_DIR = DATA_DIR / "alerts"
+ALERTS_FILE = ALERTS_DIR / "alerts.jsonl"
+ALERTS_STATE_DB = ALERTS_DIR / "state.db"
 # One writer per home (`churnops.storage.lock`): the flock target and its holder record.
 LOCK_FILE = DATA_DIR / ".churnops.lock"
 LOCK_HOLDER_FILE = DATA_DIR / ".churnops.lock.json"
@@ -34,3 +38,5 @@ TRACKING_DB = MLRUNS_DIR / "mlflow.db"
 ARTIFACTS_DIR = MLRUNS_DIR / "artifacts"
 
 REPORTS_DIR = Path("reports")
+# The Evidently workspace `churnops monitor` adds its snapshots to (`evidently ui --workspace`).
+EVIDENTLY_DIR = Path("evidently")

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
+from churnops.commands.alerts import alerts_app
 from churnops.commands.common import (
     HomeOption,
     WaitOption,
@@ -456,3 +457,4 @@ def register(app: typer.Typer) -> None:
     app.command()(promote)
     app.command()(rollback)
     app.command()(audit)
+    app.add_typer(alerts_app, name="alerts")
