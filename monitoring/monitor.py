@@ -28,7 +28,7 @@ from __future__ import annotations
 import json
 import math
 import sqlite3
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -280,7 +280,7 @@ def monitor_window(
     frame, served = served_rows(
         conn, start=start, end=end, columns=[*columns, log.PROBABILITY, log.MODEL_VERSION], max_rows=max_rows
     )
-    result = WindowResult(
+    empty = WindowResult(
         name=name,
         start=start,
         end=end,
@@ -293,7 +293,7 @@ def monitor_window(
         match_rate_min=contract.entity.join.match_rate_min,
     )
     if frame.empty:
-        return result
+        return empty
     current = prepare_frame(frame=frame, numeric=numeric, categorical=categorical, label=f"served ({name})")
     champion = (frame[log.MODEL_VERSION].astype(str) == references.version).to_numpy()
     current[log.PROBABILITY] = np.where(champion, frame[log.PROBABILITY].astype(float), np.nan)
@@ -316,17 +316,11 @@ def monitor_window(
         metadata={**(metadata or {}), "window": name, "join": json.dumps(join.to_dict())},
     )
     by_name = {d.feature: d for d in drifts}
-    return WindowResult(
-        name=name,
-        start=start,
-        end=end,
-        join=join,
-        served=served,
-        compared=len(frame),
+    return replace(
+        empty,
         champion_rows=int(champion.sum()),
         features=tuple(by_name[c] for c in columns),
         score=by_name.get(log.PROBABILITY),
-        match_rate_min=contract.entity.join.match_rate_min,
         snapshot=snapshot,
     )
 

@@ -101,7 +101,8 @@ def fire_command(
         sent = fire(ws.home, condition=condition, severity=severity, summary=summary, details=details)
     except ChurnopsError as exc:
         raise fail(str(exc), code=exc.exit_code) from exc
-    console.print(f"{condition}: {'sent' if sent else 'already sent within the window; not repeated'}")
+    outcome = "sent" if sent else "already sent within the window; not repeated"
+    console.print(f"{condition}: {outcome}", highlight=False, soft_wrap=True)
 
 
 @alerts_app.command("resolve")
@@ -118,7 +119,9 @@ def resolve_command(
         sent = resolve(ws.home, condition=condition, summary=summary)
     except ChurnopsError as exc:
         raise fail(str(exc), code=exc.exit_code) from exc
-    console.print(f"{condition}: {'resolved' if sent else 'not open; nothing sent'}")
+    console.print(
+        f"{condition}: {'resolved' if sent else 'not open; nothing sent'}", highlight=False, soft_wrap=True
+    )
 
 
 @alerts_app.command("list")
