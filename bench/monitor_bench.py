@@ -1,0 +1,262 @@
+"""`churnops monitor` over a 1M-row prediction log: wall time and peak RSS, against loading it whole.
+
+Set-up (once per home): `churnops demo` (2000 customers x 120 days, seed 42: the model `churnops
+train` produces on the default data, promoted to champion), then a prediction log the way serving
+writes it: each day's offline snapshot of every customer, scored by that champion, served several
+times at random moments of the following 24 hours until the log holds `--rows` rows over the last
+`--days` days of the data (so the 24 h and 7 d windows hold what a steady service would, and the
+predictions older than 30 days have matured against the lake's churn labels). 1% of the rows are
+unknown ids (`known` = 0, contract defaults), 5% are served `stale`.
+
+Measured, each in a fresh process (`os.wait4` gives the child's peak RSS):
+
+- `churnops monitor --home H --at E --json` (both windows, realised performance, Evidently
+  snapshots, JSON): the command users run;
+- the obvious alternative: `pandas.read_sql_query("SELECT * FROM predictions")` (the whole log in
+  memory), then the same windows cut in pandas and the same Evidently PSI (`psi_report`) on them.
+
+Usage: .venv/bin/python bench/monitor_bench.py [--home DIR] [--rows 1000000] [--days 60] [--runs 3]
+       [--out bench/results/monitor.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sqlite3
+import statistics
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+REPO = Path(__file__).resolve().parents[1]
+CHURNOPS = [sys.executable, "-m", "churnops.cli"]
+FLAG = "profile_defaulted"
+
+
+def ensure_champion(home: Path) -> None:
+    """Run `churnops demo` into the home unless it already holds a champion."""
+    if (home / "mlruns" / "mlflow.db").is_file():
+        return
+    subprocess.run([*CHURNOPS, "demo", "--home", str(home)], check=True)
+
+
+def build_log(home: Path, *, rows: int, days: int, seed: int = 7) -> datetime:
+    """Write the prediction log (replacing any); returns the evaluation time (end of the data)."""
+    from churnops.contracts.feature_contract import load_feature_contract
+    from churnops.monitoring.inputs import feature_table
+    from churnops.monitoring.registry import champion_version, load_version, open_client
+    from churnops.settings import open_workspace
+    from churnops.storage import prediction_log_schema as log
+    from churnops.training.models import model_input
+    from churnops.training.names import REGISTERED_MODEL
+
+    ws = open_workspace(home)
+    contract = load_feature_contract()
+    client = open_client(tracking_uri=ws.tracking_uri, tracking_db=ws.tracking_db)
+    version = champion_version(client=client, model=REGISTERED_MODEL)
+    model = load_version(tracking_uri=ws.tracking_uri, model=REGISTERED_MODEL, version=str(version))
+    table = feature_table(features_dir=ws.features, contract=contract)
+    snapshots = pd.to_datetime(table["snapshot_ts"], utc=True)
+    end = snapshots.max().floor("D") + timedelta(days=1)
+    recent = table[(snapshots >= end - timedelta(days=days)).to_numpy()].reset_index(drop=True)
+    recent["snapshot_ts"] = pd.to_datetime(recent["snapshot_ts"], utc=True)
+    scores = model.predict_proba(model_input(frame=recent, contract=contract))[:, 1]
+    rng = np.random.default_rng(seed)
+    picks = rng.integers(0, len(recent), rows)
+    offsets = pd.to_timedelta(rng.uniform(0, 86_400, rows), unit="s")
+    columns = [*contract.feature_names, FLAG]
+    dtypes = {
+        **{f.name: {"string": "object"}.get(f.dtype, f.dtype) for f in contract.features},
+        FLAG: "int64",
+    }
+    schema = log.table_schema(feature_columns=columns, feature_dtypes=dtypes)
+    folder = ws.predictions
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / log.DB_NAME
+    path.unlink(missing_ok=True)
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA journal_mode = WAL")
+    kinds = {int: "INTEGER", float: "FLOAT", str: "TEXT"}
+    conn.execute(f"CREATE TABLE [{log.TABLE}] ({', '.join(f'[{c}] {kinds[t]}' for c, t in schema.items())})")
+    unknown = rng.random(rows) < 0.01
+    stale = rng.random(rows) < 0.05
+    chunk = 100_000
+    for lo in range(0, rows, chunk):
+        idx = picks[lo : lo + chunk]
+        frame = recent.iloc[idx].reset_index(drop=True)
+        when = (frame["snapshot_ts"] + offsets[lo : lo + chunk].to_numpy()).sort_values(ignore_index=True)
+        n = len(frame)
+        status = np.where(unknown[lo : lo + n], "default", np.where(stale[lo : lo + n], "stale", "present"))
+        out = pd.DataFrame(
+            {
+                log.REQUEST_ID: [f"r{lo + i}" for i in range(n)],
+                log.ITEM: 0,
+                log.PREDICTED_AT: [t.isoformat() for t in when],
+                log.CUSTOMER_ID: np.where(unknown[lo : lo + n], "CUST-999999", frame["customer_id"]),
+                log.MODEL_NAME: REGISTERED_MODEL,
+                log.MODEL_VERSION: str(version),
+                log.PROBABILITY: scores[idx],
+                log.RISK_BAND: "low",
+                log.FEATURE_STATUS: status,
+                log.SNAPSHOT_TS: [t.isoformat() for t in frame["snapshot_ts"]],
+                log.KNOWN: (~unknown[lo : lo + n]).astype(int),
+                **{c: frame[c].to_numpy() for c in contract.feature_names},
+                FLAG: frame[FLAG].astype(int).to_numpy() if FLAG in frame else 0,
+                log.SHADOW_MODEL_VERSION: None,
+                log.SHADOW_PROBABILITY: None,
+            }
+        )
+        marks = ", ".join("?" * len(out.columns))
+        conn.executemany(
+            f"INSERT INTO [{log.TABLE}] VALUES ({marks})",
+            out.astype(object).where(out.notna(), None).itertuples(index=False, name=None),
+        )
+        conn.commit()
+    conn.close()
+    return end.to_pydatetime()
+
+
+def timed(command: list[str]) -> tuple[float, float]:
+    """Run a command; return (wall seconds, peak RSS in MiB) of that one child."""
+    start = time.perf_counter()
+    child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(child.pid, 0)
+    seconds = time.perf_counter() - start
+    child.returncode = os.waitstatus_to_exitcode(status)
+    error = child.stderr.read().decode() if child.stderr else ""
+    if child.returncode not in (0, 1):
+        raise RuntimeError(f"{command} exited {child.returncode}: {error}")
+    return seconds, usage.ru_maxrss / 1024
+
+
+def alternative(home: Path, at: datetime) -> None:
+    """The obvious way: the whole log in pandas, windows cut there, the same Evidently PSI."""
+    from churnops.contracts.feature_contract import load_feature_contract
+    from churnops.monitoring.drift import monitored_features, prepare_frame, psi_report
+    from churnops.monitoring.monitor import load_references
+    from churnops.monitoring.registry import open_client
+    from churnops.settings import open_workspace
+    from churnops.storage import prediction_log_schema as log
+
+    ws = open_workspace(home)
+    contract = load_feature_contract()
+    client = open_client(tracking_uri=ws.tracking_uri, tracking_db=ws.tracking_db)
+    refs = load_references(client=client, tracking_uri=ws.tracking_uri, contract=contract)
+    with sqlite3.connect(ws.predictions / log.DB_NAME) as conn:
+        whole = pd.read_sql_query(f"SELECT * FROM [{log.TABLE}]", conn)
+    whole[log.PREDICTED_AT] = pd.to_datetime(whole[log.PREDICTED_AT], utc=True, format="ISO8601")
+    numeric, categorical = monitored_features(contract=contract)
+    columns = [c for c in contract.feature_names if c in numeric or c in categorical]
+    for span in contract.monitoring.windows:
+        window = whole[(whole[log.PREDICTED_AT] >= at - span) & (whole[log.KNOWN] == 1)]
+        current = prepare_frame(frame=window, numeric=numeric, categorical=categorical, label="window")
+        current[log.PROBABILITY] = window[log.PROBABILITY].to_numpy()
+        reference = pd.concat(
+            [refs.train, pd.DataFrame({log.PROBABILITY: refs.test_scores})], ignore_index=True
+        )
+        psi_report(
+            reference=reference,
+            current=current,
+            columns=[*columns, log.PROBABILITY],
+            categorical=categorical,
+            warn=contract.drift.warn,
+            block=contract.drift.block,
+        )
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    return f"{os.cpu_count()} CPUs ({cpu}), Python {platform.python_version()}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--home", type=Path, default=Path("/tmp/churnops-monitor-bench"))
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--days", type=int, default=60)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "monitor.md")
+    parser.add_argument("--alternative-at", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.alternative_at:
+        alternative(args.home, datetime.fromisoformat(args.alternative_at))
+        return
+    args.home.mkdir(parents=True, exist_ok=True)
+    ensure_champion(args.home)
+    started = time.perf_counter()
+    at = build_log(args.home, rows=args.rows, days=args.days)
+    build_s = time.perf_counter() - started
+    db = args.home / "data" / "predictions" / "predictions.db"
+    monitor = [*CHURNOPS, "monitor", "--home", str(args.home), "--at", at.isoformat(), "--json"]
+    naive = [sys.executable, __file__, "--home", str(args.home), "--alternative-at", at.isoformat()]
+    results: dict[str, list[tuple[float, float]]] = {"monitor": [], "alternative": []}
+    loads = []
+    for _ in range(args.runs):
+        loads.append(os.getloadavg()[0])
+        results["monitor"].append(timed(monitor))
+        results["alternative"].append(timed(naive))
+    summary = json.loads((args.home / "reports" / "monitor.json").read_text())
+    write_report(args, at=at, build_s=build_s, db=db, results=results, loads=loads, summary=summary)
+
+
+def write_report(args, *, at, build_s, db, results, loads, summary) -> None:
+    med = {
+        k: (statistics.median(s for s, _ in v), statistics.median(m for _, m in v))
+        for k, v in results.items()
+    }
+    windows = {w["window"]: w for w in summary["windows"]}
+    realised = summary["realised"]
+    lines = [
+        "# `churnops monitor` over a 1M-row prediction log",
+        "",
+        f"Machine: {machine()}; shared with other engineers' jobs while measured (1-minute load average "
+        f"at the start of each run: {', '.join(f'{x:.1f}' for x in loads)}), so timings are noisy.",
+        "",
+        f"Command: `.venv/bin/python bench/monitor_bench.py --rows {args.rows} --days {args.days} "
+        f"--runs {args.runs}` (measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC).",
+        "",
+        f"Log: {args.rows:,} rows over the last {args.days} days of `churnops demo`'s data "
+        f"({db.stat().st_size / 2**20:,.0f} MiB SQLite; written in {build_s:.0f} s), scored by the champion "
+        f"`churnops train` produced (v{summary['champion']}); evaluation time {at.isoformat()}. "
+        f"Known predictions: 24 h window {windows['24h']['served']:,}, "
+        f"7 d window {windows['7d']['served']:,}; "
+        f"realised performance over {realised['matured']:,} matured predictions.",
+        "",
+        "| what | median wall s | median peak RSS MiB | runs (s) |",
+        "|---|---|---|---|",
+    ]
+    for key, label in (
+        ("monitor", "`churnops monitor --json` (whole command, fresh process)"),
+        ("alternative", "whole log in pandas, then the same PSI (fresh process)"),
+    ):
+        runs = ", ".join(f"{s:.1f}" for s, _ in results[key])
+        lines.append(f"| {label} | {med[key][0]:.1f} | {med[key][1]:,.0f} | {runs} |")
+    lines += [
+        "",
+        f"Ratio (alternative / monitor): time {med['alternative'][0] / med['monitor'][0]:.2f}x, "
+        f"peak RSS {med['alternative'][1] / med['monitor'][1]:.2f}x. The monitor command does more "
+        "(join figures, realised performance, Evidently workspace snapshots, JSON) and reads only the "
+        "windows' rows; the alternative's memory grows with the whole history.",
+        "",
+        f"Status of the run: {summary['status']}; 7 d window PSI of the score "
+        f"{windows['7d']['prediction_drift']['psi']:.4f}.",
+        "",
+    ]
+    args.out.write_text("\n".join(lines))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
