@@ -445,6 +445,9 @@ def run_monitor(
 def store_snapshots(*, workspace_dir: Path, result: MonitorResult) -> list[str]:
     """Add each window's snapshot to the home's Evidently workspace (project created once).
 
+    The project's dashboard gets one line chart per window (PSI of the score and of each feature
+    over the runs) the first time a window is stored.
+
     Args:
         workspace_dir: The Evidently workspace folder (`<home>/evidently`).
         result: The monitor run.
@@ -457,9 +460,31 @@ def store_snapshots(*, workspace_dir: Path, result: MonitorResult) -> list[str]:
     workspace = Workspace(str(workspace_dir))
     found = workspace.search_project(PROJECT_NAME)
     project = found[0] if found else workspace.create_project(PROJECT_NAME, description=_description())
-    return [
-        str(workspace.add_run(project.id, w.snapshot).id) for w in result.windows if w.snapshot is not None
-    ]
+    stored = [w for w in result.windows if w.snapshot is not None]
+    _ensure_panels(workspace=workspace, project=project, windows=stored)
+    return [str(workspace.add_run(project.id, w.snapshot).id) for w in stored]
+
+
+def _ensure_panels(*, workspace: Any, project: Any, windows: list[WindowResult]) -> None:
+    """A line chart of PSI over time per window: the score first, then each feature."""
+    from evidently.sdk.models import PanelMetric
+    from evidently.sdk.panels import line_plot_panel
+
+    titles = {panel.title for panel in workspace.get_dashboard(project.id).panels}
+    for window in windows:
+        title = f"PSI of what was served, last {window.name}"
+        if title in titles:
+            continue
+        columns = [log.PROBABILITY, *(f.feature for f in window.features)]
+        values = [
+            PanelMetric(
+                legend=c, metric="ValueDrift", metric_labels={"column": c}, tags=[f"window:{window.name}"]
+            )
+            for c in columns
+        ]
+        description = "served score vs the champion's test scores; features vs its training set"
+        panel = line_plot_panel(title=title, values=values, description=description)
+        project.dashboard.add_panel(panel, tab="Served predictions")
 
 
 def write_monitor_json(*, result: MonitorResult, path: Path) -> Path:

@@ -351,9 +351,15 @@ def test_run_stores_an_evidently_snapshot_per_window(shifted_log, references, tm
     [project] = workspace.search_project(PROJECT_NAME)
     assert sorted(str(i) for i in workspace.list_runs(project.id)) == sorted(ids)
     assert len(ids) == 2
-    # A second run lands in the same project.
+    # A second run lands in the same project, and the dashboard keeps one chart per window.
     store_snapshots(workspace_dir=tmp_path / "evidently", result=result)
-    assert len(EvidentlyWorkspace(str(tmp_path / "evidently")).list_runs(project.id)) == 4
+    reopened = EvidentlyWorkspace(str(tmp_path / "evidently"))
+    assert len(reopened.list_runs(project.id)) == 4
+    panels = reopened.get_dashboard(project.id).panels
+    assert sorted(p.title for p in panels) == [
+        "PSI of what was served, last 24h",
+        "PSI of what was served, last 7d",
+    ]
 
 
 def test_cli_monitor_blocks_alerts_then_resolves(champion, shifted_log, monkeypatch) -> None:
