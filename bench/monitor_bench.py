@@ -4,7 +4,8 @@ Set-up (once per home): `churnops demo` (2000 customers x 120 days, seed 42: the
 train` produces on the default data, promoted to champion), then a prediction log the way serving
 writes it: each day's offline snapshot of every customer, scored by that champion, served several
 times at random moments of the following 24 hours until the log holds `--rows` rows over the last
-`--days` days of the data (so the 24 h and 7 d windows hold what a steady service would, and the
+`--days` days of the data, customers before their churn date only (so the 24 h and 7 d windows
+hold what a steady service would, and the
 predictions older than 30 days have matured against the lake's churn labels). 1% of the rows are
 unknown ids (`known` = 0, contract defaults), 5% are served `stale`.
 
@@ -55,6 +56,8 @@ def build_log(home: Path, *, rows: int, days: int, seed: int = 7) -> datetime:
     from churnops.monitoring.registry import champion_version, load_version, open_client
     from churnops.settings import open_workspace
     from churnops.storage import prediction_log_schema as log
+    from churnops.storage.lake import read_source
+    from churnops.training.labels import first_churn_dates
     from churnops.training.models import model_input
     from churnops.training.names import REGISTERED_MODEL
 
@@ -68,6 +71,10 @@ def build_log(home: Path, *, rows: int, days: int, seed: int = 7) -> datetime:
     end = snapshots.max().floor("D") + timedelta(days=1)
     recent = table[(snapshots >= end - timedelta(days=days)).to_numpy()].reset_index(drop=True)
     recent["snapshot_ts"] = pd.to_datetime(recent["snapshot_ts"], utc=True)
+    # A service is asked about current customers: none after its churn date.
+    churned = first_churn_dates(churn_labels=read_source(ws.lake, "churn_labels"))
+    churn_at = recent["customer_id"].map(churned)
+    recent = recent[(churn_at.isna() | (churn_at > recent["snapshot_ts"])).to_numpy()].reset_index(drop=True)
     scores = model.predict_proba(model_input(frame=recent, contract=contract))[:, 1]
     rng = np.random.default_rng(seed)
     picks = rng.integers(0, len(recent), rows)

@@ -67,6 +67,7 @@ if TYPE_CHECKING:
     from mlflow import MlflowClient
 
 PROJECT_NAME = "churnops: served predictions"
+_TAB = "Served predictions"
 DEFAULT_MAX_ROWS = 500_000
 _SEVERITY = {"ok": 0, "ungraded": 0, "warn": 1, "block": 2}
 
@@ -466,11 +467,21 @@ def store_snapshots(*, workspace_dir: Path, result: MonitorResult) -> list[str]:
 
 
 def _ensure_panels(*, workspace: Any, project: Any, windows: list[WindowResult]) -> None:
-    """A line chart of PSI over time per window: the score first, then each feature."""
-    from evidently.sdk.models import PanelMetric
+    """A line chart of PSI over time per window (the score first, then each feature), added once.
+
+    The dashboard is edited and saved whole: Evidently 0.7's `add_panel` lists a panel twice in a
+    tab that already exists.
+    """
+    from evidently.sdk.models import DashboardTabModel, PanelMetric
     from evidently.sdk.panels import line_plot_panel
 
-    titles = {panel.title for panel in workspace.get_dashboard(project.id).panels}
+    dashboard = workspace.get_dashboard(project.id)
+    titles = {panel.title for panel in dashboard.panels}
+    tab = next((t for t in dashboard.tabs if t.title == _TAB), None)
+    if tab is None:
+        tab = DashboardTabModel(title=_TAB, panels=[])
+        dashboard.tabs.append(tab)
+    added = False
     for window in windows:
         title = f"PSI of what was served, last {window.name}"
         if title in titles:
@@ -484,7 +495,11 @@ def _ensure_panels(*, workspace: Any, project: Any, windows: list[WindowResult])
         ]
         description = "served score vs the champion's test scores; features vs its training set"
         panel = line_plot_panel(title=title, values=values, description=description)
-        project.dashboard.add_panel(panel, tab="Served predictions")
+        dashboard.panels.append(panel)
+        tab.panels.append(panel.id)
+        added = True
+    if added:
+        workspace.save_dashboard(project.id, dashboard)
 
 
 def write_monitor_json(*, result: MonitorResult, path: Path) -> Path:

@@ -355,11 +355,13 @@ def test_run_stores_an_evidently_snapshot_per_window(shifted_log, references, tm
     store_snapshots(workspace_dir=tmp_path / "evidently", result=result)
     reopened = EvidentlyWorkspace(str(tmp_path / "evidently"))
     assert len(reopened.list_runs(project.id)) == 4
-    panels = reopened.get_dashboard(project.id).panels
-    assert sorted(p.title for p in panels) == [
+    dashboard = reopened.get_dashboard(project.id)
+    assert sorted(p.title for p in dashboard.panels) == [
         "PSI of what was served, last 24h",
         "PSI of what was served, last 7d",
     ]
+    [tab] = dashboard.tabs
+    assert sorted(map(str, tab.panels)) == sorted(str(p.id) for p in dashboard.panels)
 
 
 def test_cli_monitor_blocks_alerts_then_resolves(champion, shifted_log, monkeypatch) -> None:
