@@ -286,3 +286,42 @@ def test_ingest_alerts_a_failed_contract_batch_and_resolves_it(tmp_path: Path, m
         ("contract_batch_failed:customers", "firing"),
         ("contract_batch_failed:customers", "resolved"),
     ]
+
+
+def test_promote_and_freshness_outcomes_raise_and_resolve_their_alerts(tmp_path: Path, monkeypatch) -> None:
+    from churnops.commands.monitoring import alert_freshness, alert_gate_outcome
+    from churnops.monitoring.gate import GateCheck, GateDecision, Versions
+    from churnops.monitoring.quality import QualityCheck, QualityReport
+    from churnops.settings import Workspace
+
+    monkeypatch.delenv(WEBHOOK_ENV, raising=False)
+    ws = Workspace(tmp_path)
+    versions = Versions(model="churn-model", challenger="3", challenger_run_id="r", champion="2")
+    worse = GateCheck(name="model", passed=False, figure=-0.02, threshold=-0.01, detail="PR AUC 0.30 vs 0.32")
+
+    def decision(kind: str, *, dry_run: bool = False) -> GateDecision:
+        return GateDecision(versions=versions, checks=(worse,), decision=kind, dry_run=dry_run, reason=None)
+
+    alert_gate_outcome(ws, decision("refused", dry_run=True))
+    assert list_conditions(tmp_path) == []
+    alert_gate_outcome(ws, decision("refused"))
+    [row] = list_conditions(tmp_path, open_only=True)
+    assert (row["condition"], row["summary"]) == ("gate_failed", "promotion of churn-model v3 refused")
+    assert row["details"] == "model: PR AUC 0.30 vs 0.32"
+    alert_gate_outcome(ws, decision("promoted"))
+    assert list_conditions(tmp_path, open_only=True) == []
+
+    def report(outcome: str) -> QualityReport:
+        check = QualityCheck("freshness", "snapshot_ts", 5.0, 2.0, outcome, "the stalest snapshot is 5 h old")
+        return QualityReport(scope="feature_table", rows=10, checks=(check,))
+
+    alert_freshness(ws, report("fail"))
+    assert [c["condition"] for c in list_conditions(tmp_path, open_only=True)] == ["online_stale"]
+    alert_freshness(ws, report("pass"))
+    assert list_conditions(tmp_path, open_only=True) == []
+    assert [(r["condition"], r["status"]) for r in lines(tmp_path)] == [
+        ("gate_failed", "firing"),
+        ("gate_failed", "resolved"),
+        ("online_stale", "firing"),
+        ("online_stale", "resolved"),
+    ]

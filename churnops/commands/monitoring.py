@@ -268,17 +268,21 @@ def drift(
     html_path = write_drift_html(run=run, path=html or ws.reports / "drift.html")
     json_path = write_drift_json(result=run.result, path=json_out or ws.reports / "drift.json")
     console.print(f"report: {html_path}\nsummary: {json_path}", highlight=False)
+    # Only the workspace's own data raises the team's alert; files given by hand are ad-hoc checks.
+    alerting = reference is None and current is None
     condition = f"drift_block:{contract.name}"
     if run.result.blocking:
-        raise_alert(
-            ws,
-            condition=condition,
-            severity="critical",
-            summary=f"PSI blocks on {', '.join(run.result.blocking)} ({cur_label} vs {ref_label})",
-            details=f"block threshold {run.result.block}; report {html_path}",
-        )
+        if alerting:
+            raise_alert(
+                ws,
+                condition=condition,
+                severity="critical",
+                summary=f"PSI blocks on {', '.join(run.result.blocking)} ({cur_label} vs {ref_label})",
+                details=f"block threshold {run.result.block}; report {html_path}",
+            )
         raise typer.Exit(1)
-    clear_alert(ws, condition=condition, summary=f"no feature blocks on PSI ({cur_label} vs {ref_label})")
+    if alerting:
+        clear_alert(ws, condition=condition, summary=f"no feature blocks on PSI ({cur_label} vs {ref_label})")
 
 
 def quality(
@@ -341,7 +345,7 @@ def quality(
     if json_out is not None:
         console.print(f"json: {write_quality_json(reports=reports, path=json_out)}", highlight=False)
     if table is None:
-        _freshness_alert(ws, reports[0])
+        alert_freshness(ws, reports[0])
     failed = [c for r in reports for c in r.failures]
     if failed:
         console.print(f"[bold red]{len(failed)} rule(s) failed[/]")
@@ -349,7 +353,7 @@ def quality(
     console.print("[green]every rule passes[/]")
 
 
-def _freshness_alert(ws: Workspace, report: QualityReport) -> None:
+def alert_freshness(ws: Workspace, report: QualityReport) -> None:
     """Alert `online_stale` when the freshness rule fails, resolve it when it passes."""
     fresh = [c for c in report.checks if c.rule == "freshness"]
     if not fresh:
@@ -395,12 +399,12 @@ def promote(
     print_decision(gate.decision)
     if gate.audit_id is not None:
         console.print(f"audit record #{gate.audit_id} in {ws.audit_db}", highlight=False)
-    _gate_alert(ws, gate.decision)
+    alert_gate_outcome(ws, gate.decision)
     if gate.decision.decision == "refused":
         raise typer.Exit(1)
 
 
-def _gate_alert(ws: Workspace, decision: GateDecision) -> None:
+def alert_gate_outcome(ws: Workspace, decision: GateDecision) -> None:
     """Alert `gate_failed` on a refused promotion, resolve it on a promotion (dry runs alert nothing)."""
     if decision.dry_run:
         return
