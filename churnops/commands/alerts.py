@@ -14,6 +14,7 @@ import sqlite3
 from typing import Annotated
 
 import typer
+from rich.console import Console
 from rich.table import Table
 
 from churnops.commands.common import HomeOption, console, err_console, fail, workspace
@@ -34,6 +35,15 @@ ConditionOption = Annotated[
     ),
 ]
 SummaryOption = Annotated[str, typer.Option("--summary", help="One sentence saying what happened.")]
+
+
+def print_wide(table: Table) -> None:
+    """Print a table whole: without a terminal Rich would squeeze it into 80 columns and cut names.
+
+    Args:
+        table: The table.
+    """
+    (console if console.is_terminal else Console(width=200)).print(table)
 
 
 def raise_alert(
@@ -153,4 +163,4 @@ def list_command(
             row["last_sent"],
             str(row["seen"]),
         )
-    console.print(table)
+    print_wide(table)

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
-from churnops.commands.alerts import alerts_app, clear_alert, raise_alert
+from churnops.commands.alerts import alerts_app, clear_alert, print_wide, raise_alert
 from churnops.commands.common import (
     HomeOption,
     WaitOption,
@@ -516,7 +516,7 @@ def print_monitor(result: MonitorResult) -> None:
         table.add_column("status")
         for f in [*w.features, *([w.score] if w.score is not None else [])]:
             table.add_row(f.feature, f"{f.psi:.4f}", f"[{_STATUS_STYLE[f.status]}]{f.status}[/]")
-        console.print(table)
+        print_wide(table)
         j = w.join
         console.print(
             f"join: {j.rows:,} predictions, match rate {_pct(j.match_rate)} "
@@ -560,7 +560,7 @@ def print_monitor(result: MonitorResult) -> None:
             _fmt(wk.test_figure),
             f"[{style}]{wk.status}[/]",
         )
-    console.print(table)
+    print_wide(table)
     style = _STATUS_STYLE[result.status]
     console.print(f"monitor: [{style}]{result.status}[/]")
 
