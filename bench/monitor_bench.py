@@ -5,8 +5,8 @@ train` produces on the default data, promoted to champion), then a prediction lo
 writes it: each day's offline snapshot of every customer, scored by that champion, served several
 times at random moments of the following 24 hours until the log holds `--rows` rows over the last
 `--days` days of the data, customers before their churn date only (so the 24 h and 7 d windows
-hold what a steady service would, and the
-predictions older than 30 days have matured against the lake's churn labels). 1% of the rows are
+hold what a steady service would, and the predictions older than 30 days have matured against
+the lake's churn labels). 1% of the rows are
 unknown ids (`known` = 0, contract defaults), 5% are served `stale`.
 
 Measured, each in a fresh process (`os.wait4` gives the child's peak RSS):
@@ -77,8 +77,13 @@ def build_log(home: Path, *, rows: int, days: int, seed: int = 7) -> datetime:
     recent = recent[(churn_at.isna() | (churn_at > recent["snapshot_ts"])).to_numpy()].reset_index(drop=True)
     scores = model.predict_proba(model_input(frame=recent, contract=contract))[:, 1]
     rng = np.random.default_rng(seed)
+    # Each snapshot is served during the day after it (before E); the log is in time order.
+    room = (end - recent["snapshot_ts"]).clip(upper=pd.Timedelta(days=1)).dt.total_seconds().to_numpy()
     picks = rng.integers(0, len(recent), rows)
-    offsets = pd.to_timedelta(rng.uniform(0, 86_400, rows), unit="s")
+    base = recent["snapshot_ts"].to_numpy(dtype="datetime64[ns]")
+    times = base[picks] + (rng.random(rows) * room[picks] * 1e9).astype("timedelta64[ns]")
+    order = np.argsort(times, kind="stable")
+    picks, times = picks[order], pd.DatetimeIndex(times[order]).tz_localize("UTC")
     columns = [*contract.feature_names, FLAG]
     dtypes = {
         **{f.name: {"string": "object"}.get(f.dtype, f.dtype) for f in contract.features},
@@ -99,7 +104,7 @@ def build_log(home: Path, *, rows: int, days: int, seed: int = 7) -> datetime:
     for lo in range(0, rows, chunk):
         idx = picks[lo : lo + chunk]
         frame = recent.iloc[idx].reset_index(drop=True)
-        when = (frame["snapshot_ts"] + offsets[lo : lo + chunk].to_numpy()).sort_values(ignore_index=True)
+        when = times[lo : lo + chunk]
         n = len(frame)
         status = np.where(unknown[lo : lo + n], "default", np.where(stale[lo : lo + n], "stale", "present"))
         out = pd.DataFrame(
