@@ -4,7 +4,8 @@ Schedulers call the first two from failure and success callbacks, so their shape
 `churnops alerts fire --home H --condition C --severity critical --summary TEXT [--details TEXT]`
 and `churnops alerts resolve --home H --condition C --summary TEXT`. Both exit 0 whether the
 alert was sent or deduplicated (they say which) and whether the webhook answered or not (a failed
-post is recorded); 2 on a malformed condition or severity.
+post is recorded); 2 on a malformed condition or severity; 1 when the home's alert files cannot be
+written.
 """
 
 from __future__ import annotations
@@ -111,6 +112,8 @@ def fire_command(
         sent = fire(ws.home, condition=condition, severity=severity, summary=summary, details=details)
     except ChurnopsError as exc:
         raise fail(str(exc), code=exc.exit_code) from exc
+    except (OSError, sqlite3.Error) as exc:
+        raise fail(f"alert {condition} not recorded under {ws.home / 'data' / 'alerts'}: {exc}") from exc
     outcome = "sent" if sent else "already sent within the window; not repeated"
     console.print(f"{condition}: {outcome}", highlight=False, soft_wrap=True)
 
@@ -129,6 +132,8 @@ def resolve_command(
         sent = resolve(ws.home, condition=condition, summary=summary)
     except ChurnopsError as exc:
         raise fail(str(exc), code=exc.exit_code) from exc
+    except (OSError, sqlite3.Error) as exc:
+        raise fail(f"alert {condition} not resolved under {ws.home / 'data' / 'alerts'}: {exc}") from exc
     console.print(
         f"{condition}: {'resolved' if sent else 'not open; nothing sent'}", highlight=False, soft_wrap=True
     )
