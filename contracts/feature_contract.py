@@ -166,6 +166,51 @@ class Promotion(_Strict):
     tolerance: float = Field(ge=0, le=1)
 
 
+class Performance(_Strict):
+    """Realised performance of served predictions (`churnops monitor`).
+
+    Attributes:
+        metric: The metric graded (`roc_auc` or `pr_auc`).
+        floor: Below this the latest graded week blocks.
+        max_drop: A graded week trailing the model's test figure by more than this warns.
+        min_rows: Weeks with fewer matured predictions (or one class only) are reported, not graded.
+    """
+
+    metric: Literal["roc_auc", "pr_auc"] = "roc_auc"
+    floor: float = Field(default=0.6, gt=0, le=1)
+    max_drop: float = Field(default=0.05, ge=0, le=1)
+    min_rows: int = Field(default=200, ge=1)
+
+
+class AlertRouting(_Strict):
+    """Where alerts go and how often one condition may repeat.
+
+    Attributes:
+        route_to: The owning team alerts are addressed to (one of `overview.owners`).
+        dedup_window: One alert per condition per this long.
+    """
+
+    route_to: str = "ml-platform"
+    dedup_window: Duration = timedelta(hours=1)
+
+
+class Monitoring(_Strict):
+    """Monitoring of what was served.
+
+    Attributes:
+        windows: The trailing windows whose served features and scores are compared with the
+            champion's training and test sets.
+        lookback: How far back (before the outcome window) matured predictions are evaluated.
+        performance: The realised-performance grade.
+        alerts: Alert routing.
+    """
+
+    windows: list[Duration] = Field(default=[timedelta(hours=24), timedelta(days=7)], min_length=1)
+    lookback: Duration = timedelta(days=30)
+    performance: Performance = Performance()
+    alerts: AlertRouting = AlertRouting()
+
+
 class Parity(_Strict):
     tolerance: float = Field(ge=0)
     sample_size: int = Field(ge=1)
@@ -209,6 +254,7 @@ class FeatureContract(_Strict):
     promotion: Promotion
     parity: Parity
     serving: Serving
+    monitoring: Monitoring = Monitoring()
     privacy: Privacy
     versioning: Versioning
     test_plan: list[str]
@@ -228,6 +274,12 @@ class FeatureContract(_Strict):
         excluded = [x.feature for x in self.drift.exclude if x.feature not in names]
         if excluded:
             raise ValueError(f"drift.exclude names unknown features {excluded}")
+        teams = [o.team for o in self.overview.owners]
+        if self.monitoring.alerts.route_to not in teams:
+            raise ValueError(
+                f"monitoring.alerts.route_to is {self.monitoring.alerts.route_to!r}; expected one of the "
+                f"owners {teams}"
+            )
         if self.time.ttl < self.time.grain:
             raise ValueError("time.ttl must be at least one grain, or rows between boundaries get defaults")
         return self

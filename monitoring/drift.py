@@ -258,20 +258,58 @@ def compute_drift(
     ref = prepare_frame(frame=reference, numeric=numeric, categorical=categorical, label=reference_label)
     cur = prepare_frame(frame=current, numeric=numeric, categorical=categorical, label=current_label)
     warn, block = contract.drift.warn, contract.drift.block
+    columns = [n for n in contract.feature_names if n in numeric or n in categorical]
+    features, snapshot = psi_report(
+        reference=ref, current=cur, columns=columns, categorical=categorical, warn=warn, block=block
+    )
+    result = DriftResult(
+        features=features, warn=warn, block=block, reference_rows=len(reference), current_rows=len(current)
+    )
+    _shape_report(snapshot=snapshot, result=result)
+    return DriftRun(result=result, snapshot=snapshot)
 
+
+def psi_report(
+    *,
+    reference: pd.DataFrame,
+    current: pd.DataFrame,
+    columns: list[str],
+    categorical: list[str],
+    warn: float,
+    block: float,
+    **run: Any,
+) -> tuple[tuple[FeatureDrift, ...], Any]:
+    """Run Evidently's PSI on prepared frames and grade each column with its tests.
+
+    Args:
+        reference: The baseline, columns already typed (see `prepare_frame`); NaN is dropped per
+            column, so frames padded with NaN compare each column over its own rows.
+        current: The data to compare, typed the same way.
+        columns: The columns to compare, in report order (numeric unless in `categorical`).
+        categorical: Which of them are categorical.
+        warn: PSI at or above which a column warns.
+        block: PSI at or above which a column blocks.
+        **run: Passed to Evidently's `Report.run` (`timestamp`, `metadata`, `tags`, `name`).
+
+    Returns:
+        One graded figure per column, and Evidently's snapshot.
+    """
     from evidently import DataDefinition, Dataset, Report
     from evidently.metrics import ValueDrift
 
-    definition = DataDefinition(numerical_columns=numeric, categorical_columns=categorical)
-    columns = [n for n in contract.feature_names if n in numeric or n in categorical]
+    numeric = [c for c in columns if c not in categorical]
+    definition = DataDefinition(
+        numerical_columns=numeric, categorical_columns=[c for c in columns if c in categorical]
+    )
     grade = _psi_grade_test()
     metrics = [
         ValueDrift(column=c, method="psi", threshold=block, tests=[grade(warn=warn, block=block)])
         for c in columns
     ]
     snapshot = Report(metrics, include_tests=True).run(
-        reference_data=Dataset.from_pandas(ref, data_definition=definition),
-        current_data=Dataset.from_pandas(cur, data_definition=definition),
+        reference_data=Dataset.from_pandas(reference[columns], data_definition=definition),
+        current_data=Dataset.from_pandas(current[columns], data_definition=definition),
+        **run,
     )
     summary = snapshot.dict()
     psi_by_id = {m["id"]: (m["config"]["column"], float(m["value"])) for m in summary["metrics"]}
@@ -288,16 +326,12 @@ def compute_drift(
             kind="numeric" if c in numeric else "categorical",
             psi=psi_by_column[c],
             status=status_by_column[c],
-            reference_values=int(ref[c].notna().sum()),
-            current_values=int(cur[c].notna().sum()),
+            reference_values=int(reference[c].notna().sum()),
+            current_values=int(current[c].notna().sum()),
         )
         for c in columns
     )
-    result = DriftResult(
-        features=features, warn=warn, block=block, reference_rows=len(reference), current_rows=len(current)
-    )
-    _shape_report(snapshot=snapshot, result=result)
-    return DriftRun(result=result, snapshot=snapshot)
+    return features, snapshot
 
 
 @cache

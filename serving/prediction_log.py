@@ -29,15 +29,13 @@ import sqlite_utils
 
 from churnops.serving.journal import Journal, JournalLock, Position, encode, read_after, segments
 from churnops.serving.models import LoadedModel
+from churnops.storage.prediction_log_schema import DB_NAME, JOURNAL_DIR, POSITION_TABLE, TABLE, table_schema
 
 log = logging.getLogger(__name__)
 
-TABLE = "predictions"
-DB_NAME = "predictions.db"
-JOURNAL_DIR = "journal"
-# Where the committed part of the journal ends (one row, written with the rows it covers).
-_POSITION_TABLE = "_journal_position"
-_SQL_TYPES = {"int64": int, "float64": float, "object": str, "bool": int}
+# The names this module writes are stated once, in `churnops.storage.prediction_log_schema`,
+# which monitoring reads too; importers of this module find them here as well.
+__all__ = ["DB_NAME", "JOURNAL_DIR", "TABLE", "LogEntry", "LogStats", "PredictionLog"]
 
 
 @dataclass
@@ -128,7 +126,7 @@ class PredictionLog:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.stats = LogStats()
-        schema = _schema(self._columns, feature_dtypes)
+        schema = table_schema(feature_columns=self._columns, feature_dtypes=feature_dtypes)
         names = ", ".join(f"[{c}]" for c in schema)
         self._insert = f"INSERT INTO [{TABLE}] ({names}) VALUES ({', '.join('?' * len(schema))})"
         # Taken before the replay: a second service must not replay (and delete) live segments.
@@ -312,25 +310,6 @@ class _Queued:
     position: Position
 
 
-def _schema(columns: list[str], dtypes: dict[str, str]) -> dict[str, Any]:
-    schema: dict[str, Any] = {
-        "request_id": str,
-        "item": int,
-        "predicted_at": str,
-        "customer_id": str,
-        "model_name": str,
-        "model_version": str,
-        "churn_probability": float,
-        "risk_band": str,
-        "feature_status": str,
-        "snapshot_ts": str,
-        "known": int,
-    }
-    schema.update({c: _SQL_TYPES[dtypes[c]] for c in columns})
-    schema.update({"shadow_model_version": str, "shadow_probability": float})
-    return schema
-
-
 def _open(path: Path, schema: dict[str, Any]) -> sqlite_utils.Database:
     fresh = not path.exists()
     db = sqlite_utils.Database(path)
@@ -345,17 +324,17 @@ def _open(path: Path, schema: dict[str, Any]) -> sqlite_utils.Database:
     missing = {c: t for c, t in schema.items() if c not in table.columns_dict}  # type: ignore[union-attr]
     for column, kind in missing.items():
         table.add_column(column, kind)  # type: ignore[union-attr]
-    db[_POSITION_TABLE].create({"id": int, "segment": int, "offset": int}, pk="id", if_not_exists=True)
+    db[POSITION_TABLE].create({"id": int, "segment": int, "offset": int}, pk="id", if_not_exists=True)
     return db
 
 
 def _position(db: sqlite_utils.Database) -> Position:
-    row = db.execute(f"SELECT segment, offset FROM [{_POSITION_TABLE}] WHERE id = 0").fetchone()
+    row = db.execute(f"SELECT segment, offset FROM [{POSITION_TABLE}] WHERE id = 0").fetchone()
     return Position(0, 0) if row is None else Position(int(row[0]), int(row[1]))
 
 
 def _set_position(db: sqlite_utils.Database, position: Position) -> None:
     db.conn.execute(
-        f"INSERT OR REPLACE INTO [{_POSITION_TABLE}] (id, segment, offset) VALUES (0, ?, ?)",
+        f"INSERT OR REPLACE INTO [{POSITION_TABLE}] (id, segment, offset) VALUES (0, ?, ?)",
         (position.segment, position.offset),
     )

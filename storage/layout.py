@@ -27,6 +27,10 @@ PREDICTIONS_DIR = DATA_DIR / "predictions"
 API_KEYS_FILE = DATA_DIR / "serving" / "api_keys.json"
 # Files delivered through the intake API, content-addressed: `<source>/<sha256>.<ext>`.
 UPLOADS_DIR = DATA_DIR / "uploads"
+# Alerts: the file sink (one JSON object per line) and the deduplication state.
+ALERTS_DIR = DATA_DIR / "alerts"
+ALERTS_FILE = ALERTS_DIR / "alerts.jsonl"
+ALERTS_STATE_DB = ALERTS_DIR / "state.db"
 # One writer per home (`churnops.storage.lock`): the flock target and its holder record.
 LOCK_FILE = DATA_DIR / ".churnops.lock"
 LOCK_HOLDER_FILE = DATA_DIR / ".churnops.lock.json"
@@ -36,3 +40,5 @@ TRACKING_DB = MLRUNS_DIR / "mlflow.db"
 ARTIFACTS_DIR = MLRUNS_DIR / "artifacts"
 
 REPORTS_DIR = Path("reports")
+# The Evidently workspace `churnops monitor` adds its snapshots to (`evidently ui --workspace`).
+EVIDENTLY_DIR = Path("evidently")

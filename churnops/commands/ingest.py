@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
+from churnops.commands.alerts import clear_alert, raise_alert
 from churnops.commands.common import (
     HomeOption,
     WaitOption,
@@ -19,6 +20,7 @@ from churnops.commands.common import (
     writer_lock,
 )
 from churnops.errors import ChurnopsError
+from churnops.settings import Workspace
 
 if TYPE_CHECKING:
     from churnops.ingestion.ingest import IngestReport
@@ -76,8 +78,30 @@ def ingest(
         raise fail(" ".join(str(exc).split())) from exc
     console.print(_batch_table(report, landing=landing))
     _print_notes(report, landing=landing)
+    _batch_alerts(ws, report)
     if not report.ok:
         raise fail(_failure_message(report))
+
+
+def _batch_alerts(ws: Workspace, report: IngestReport) -> None:
+    """Alert `contract_batch_failed:<source>` per source with a failed batch; resolve the others."""
+    failed: dict[str, list[str]] = {}
+    for batch in report.failed:
+        failed.setdefault(batch.source, []).extend(
+            f"{batch.file.name}: {failure.message}" for failure in batch.failures
+        )
+    for source in dict.fromkeys(b.source for b in report.batches):
+        condition = f"contract_batch_failed:{source}"
+        if source in failed:
+            raise_alert(
+                ws,
+                condition=condition,
+                severity="critical",
+                summary=f"a {source} batch failed its contract; nothing of it reached the lake",
+                details="; ".join(failed[source]) + f". Rejected rows and reasons: {ws.quarantine / source}",
+            )
+        elif any(b.source == source and b.status == "ok" for b in report.batches):
+            clear_alert(ws, condition=condition, summary=f"{source} batches pass their contract again")
 
 
 _BATCH_COLUMNS: tuple[tuple[str, str], ...] = (

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
+from churnops.commands.alerts import alerts_app, clear_alert, print_wide, raise_alert
 from churnops.commands.common import (
     HomeOption,
     WaitOption,
@@ -30,12 +31,14 @@ from churnops.commands.common import (
 from churnops.commands.progress import Step, progress
 from churnops.errors import ChurnopsError
 from churnops.settings import Workspace
+from churnops.storage.layout import EVIDENTLY_DIR
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
     from churnops.monitoring.drift import DriftRun
     from churnops.monitoring.gate import GateDecision
+    from churnops.monitoring.monitor import MonitorResult
     from churnops.monitoring.promotion import GateRun
     from churnops.monitoring.quality import QualityReport
     from churnops.monitoring.recovery import Resolution
@@ -301,8 +304,21 @@ def drift(
             json_path = write_drift_json(result=run.result, path=json_out or ws.reports / "drift.json")
     print_drift(run, reference=ref_label, current=cur_label)
     console.print(f"report: {html_path}\nsummary: {json_path}", highlight=False)
+    # Only the workspace's own data raises the team's alert; files given by hand are ad-hoc checks.
+    alerting = reference is None and current is None
+    condition = f"drift_block:{contract.name}"
     if run.result.blocking:
+        if alerting:
+            raise_alert(
+                ws,
+                condition=condition,
+                severity="critical",
+                summary=f"PSI blocks on {', '.join(run.result.blocking)} ({cur_label} vs {ref_label})",
+                details=f"block threshold {run.result.block}; report {html_path}",
+            )
         raise typer.Exit(1)
+    if alerting:
+        clear_alert(ws, condition=condition, summary=f"no feature blocks on PSI ({cur_label} vs {ref_label})")
 
 
 def quality(
@@ -364,11 +380,30 @@ def quality(
         print_quality(report, title=title)
     if json_out is not None:
         console.print(f"json: {write_quality_json(reports=reports, path=json_out)}", highlight=False)
+    if table is None:
+        alert_freshness(ws, reports[0])
     failed = [c for r in reports for c in r.failures]
     if failed:
         console.print(f"[bold red]{len(failed)} rule(s) failed[/]")
         raise typer.Exit(1)
     console.print("[green]every rule passes[/]")
+
+
+def alert_freshness(ws: Workspace, report: QualityReport) -> None:
+    """Alert `online_stale` when the freshness rule fails, resolve it when it passes."""
+    fresh = [c for c in report.checks if c.rule == "freshness"]
+    if not fresh:
+        return
+    if fresh[0].outcome == "fail":
+        raise_alert(
+            ws,
+            condition="online_stale",
+            severity="critical",
+            summary="online features are older than the contract's freshness bound",
+            details=f"{fresh[0].message}; run `churnops materialize`",
+        )
+    elif fresh[0].outcome == "pass":
+        clear_alert(ws, condition="online_stale", summary="online features are within the freshness bound")
 
 
 def promote(
@@ -414,8 +449,26 @@ def promote(
     print_decision(gate.decision)
     if gate.audit_id is not None:
         console.print(f"audit record #{gate.audit_id} in {ws.audit_db}", highlight=False)
+    alert_gate_outcome(ws, gate.decision)
     if gate.decision.decision == "refused":
         raise typer.Exit(1)
+
+
+def alert_gate_outcome(ws: Workspace, decision: GateDecision) -> None:
+    """Alert `gate_failed` on a refused promotion, resolve it on a promotion (dry runs alert nothing)."""
+    if decision.dry_run:
+        return
+    v = decision.versions
+    if decision.decision == "refused":
+        raise_alert(
+            ws,
+            condition="gate_failed",
+            severity="critical",
+            summary=f"promotion of {v.model} v{v.challenger} refused",
+            details="; ".join(f"{c.name}: {c.detail}" for c in decision.failures),
+        )
+    elif decision.decision in ("promoted", "unchanged"):
+        clear_alert(ws, condition="gate_failed", summary=f"{v.model} v{v.challenger} passed the gate")
 
 
 def rollback(
@@ -496,6 +549,195 @@ def audit(
                 console.print(f"#{row['id']} {c['check_name']}: {outcome} — {c['detail']}", highlight=False)
 
 
+def print_monitor(result: MonitorResult) -> None:
+    """Print each window's drift and join figures, then realised performance, then the verdict."""
+    refs = result.references
+    console.print(
+        f"champion {refs.model} v{refs.version}; reference {refs.label} — evaluated at "
+        f"{result.evaluated_at:%Y-%m-%d %H:%M:%S} UTC",
+        highlight=False,
+    )
+    for w in result.windows:
+        table = Table(
+            title=f"served, last {w.name}: {w.served:,} known predictions ({w.compared:,} compared)"
+        )
+        table.add_column("feature")
+        table.add_column("PSI", justify="right")
+        table.add_column("status")
+        for f in [*w.features, *([w.score] if w.score is not None else [])]:
+            table.add_row(f.feature, f"{f.psi:.4f}", f"[{_STATUS_STYLE[f.status]}]{f.status}[/]")
+        print_wide(table)
+        j = w.join
+        console.print(
+            f"join: {j.rows:,} predictions, match rate {_pct(j.match_rate)} "
+            f"(min {_pct(w.match_rate_min)}), present {_pct(j.present_share)}, stale "
+            f"{_pct(j.stale_share)}, default {_pct(j.default_share)}, {j.duplicate_rows:,} repeat "
+            f"predictions over {j.customers:,} customers (max {j.max_per_customer})",
+            highlight=False,
+        )
+    realised = result.realised
+    table = Table(
+        title=f"realised performance ({realised.metric} floor {realised.floor}): "
+        f"{realised.matured:,} matured, {realised.pending:,} pending, "
+        f"{realised.late_labels_ignored} late labels ignored"
+    )
+    for column in (
+        "week",
+        "version",
+        "rows",
+        "churned",
+        "ROC AUC",
+        "PR AUC",
+        "Brier",
+        "mean p",
+        "rate",
+        "test",
+    ):
+        table.add_column(column, justify="left" if column in ("week", "version") else "right")
+    table.add_column("status")
+    for wk in realised.weeks:
+        style = _STATUS_STYLE.get(wk.status, "dim")
+        table.add_row(
+            wk.week,
+            wk.model_version,
+            f"{wk.rows:,}",
+            f"{wk.positives:,}",
+            _fmt(wk.roc_auc),
+            _fmt(wk.pr_auc),
+            _fmt(wk.brier),
+            _fmt(wk.mean_predicted),
+            _fmt(wk.observed_rate),
+            _fmt(wk.test_figure),
+            f"[{style}]{wk.status}[/]",
+        )
+    print_wide(table)
+    style = _STATUS_STYLE[result.status]
+    console.print(f"monitor: [{style}]{result.status}[/]")
+
+
+def _pct(value: float) -> str:
+    return "—" if math.isnan(value) else f"{100 * value:.1f}%"
+
+
+def _monitor_alerts(ws: Workspace, result: MonitorResult, *, feature_set: str) -> None:
+    """Raise or resolve the three conditions a monitor run grades."""
+    model = result.references.model
+    feature_blocks = sorted({f.feature for w in result.windows for f in w.features if f.status == "block"})
+    score_blocks = [w.name for w in result.windows if w.score_status == "block"]
+    weeks = [f"{w.week} v{w.model_version}" for w in result.realised.weeks if w.status == "block"]
+    conditions = [
+        (
+            f"served_drift_block:{feature_set}",
+            feature_blocks,
+            "served features drift (PSI ≥ block) from the champion's training set: "
+            + ", ".join(feature_blocks),
+            "served features are within the drift thresholds",
+        ),
+        (
+            f"prediction_drift_block:{model}",
+            score_blocks,
+            "served scores drift (PSI ≥ block) from the champion's test scores over "
+            + ", ".join(score_blocks),
+            "served scores are within the drift thresholds",
+        ),
+        (
+            f"performance_floor:{model}",
+            weeks if result.realised.status == "block" else [],
+            f"realised {result.realised.metric} below the floor {result.realised.floor}: {', '.join(weeks)}",
+            f"realised {result.realised.metric} is above the floor",
+        ),
+    ]
+    for condition, failing, summary, cleared in conditions:
+        if failing:
+            raise_alert(
+                ws, condition=condition, severity="critical", summary=summary, details=_reports_hint(ws)
+            )
+        else:
+            clear_alert(ws, condition=condition, summary=cleared)
+
+
+def _reports_hint(ws: Workspace) -> str:
+    summary = ws.reports / "monitor.json"
+    return f"figures: {summary}; over time: evidently ui --workspace {ws.home / EVIDENTLY_DIR}"
+
+
+def monitor(
+    home: HomeOption = None,
+    window: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--window",
+            help="Trailing window, e.g. 24h or 7d (repeatable). Default: the contract's (24h and 7d).",
+            show_default=False,
+        ),
+    ] = None,
+    at: Annotated[
+        str | None, typer.Option(help="Evaluation time, ISO-8601 UTC (default: now).", show_default=False)
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the JSON summary instead of tables.")
+    ] = False,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="JSON summary file (default: <home>/reports/monitor.json).", show_default=False),
+    ] = None,
+    max_rows: Annotated[
+        int,
+        typer.Option(help="Most known predictions compared per window (more are thinned evenly).", min=1000),
+    ] = 500_000,
+) -> None:
+    """Drift of served features and scores, join figures and realised performance; exit 1 on a block."""
+    from churnops.contracts.durations import parse_duration
+    from churnops.contracts.feature_contract import load_feature_contract
+    from churnops.monitoring.inputs import InputProblem
+    from churnops.monitoring.monitor import load_references, run_monitor, store_snapshots, write_monitor_json
+    from churnops.monitoring.served import log_path
+    from churnops.storage.lake import read_source
+
+    ws = workspace(home)
+    contract = load_feature_contract()
+    try:
+        windows = [parse_duration(w) for w in window] if window else list(contract.monitoring.windows)
+        when = _utc(at) if at else datetime.now(UTC)
+    except ValueError as exc:
+        raise fail(str(exc), code=BAD_INPUT) from exc
+    db = log_path(ws.predictions)
+    try:
+        if not db.is_file():
+            raise InputProblem(f"no prediction log at {db}: serve the champion first (churnops serve)")
+        references = load_references(
+            client=mlflow_client(ws), tracking_uri=ws.tracking_uri, contract=contract
+        )
+        result = run_monitor(
+            predictions_db=db,
+            churn_labels=read_source(ws.lake, "churn_labels"),
+            references=references,
+            contract=contract,
+            at=when,
+            windows=windows,
+            max_rows=max_rows,
+        )
+    except ChurnopsError as exc:
+        raise fail(str(exc), code=BAD_INPUT) from exc
+    store_snapshots(workspace_dir=ws.home / EVIDENTLY_DIR, result=result)
+    path = write_monitor_json(result=result, path=out or ws.reports / "monitor.json")
+    if as_json:
+        typer.echo(json.dumps(result.to_dict(), indent=2))
+    else:
+        print_monitor(result)
+        console.print(f"summary: {path}\nsnapshots: {ws.home / EVIDENTLY_DIR}", highlight=False)
+    _monitor_alerts(ws, result, feature_set=contract.name)
+    if result.status == "block":
+        raise typer.Exit(1)
+
+
+def _utc(text: str) -> datetime:
+    value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if value.tzinfo is None:
+        raise ValueError(f"--at {text!r}: give a UTC offset (e.g. 2026-06-30T10:00:00Z)")
+    return value.astimezone(UTC)
+
+
 def register(app: typer.Typer) -> None:
     """Add this module's commands to the CLI.
 
@@ -507,3 +749,5 @@ def register(app: typer.Typer) -> None:
     app.command()(promote)
     app.command()(rollback)
     app.command()(audit)
+    app.command()(monitor)
+    app.add_typer(alerts_app, name="alerts")
