@@ -13,7 +13,7 @@ import click
 import typer
 from typer.core import TyperGroup
 
-from churnops.commands import data, demo, features, ingest, monitoring, serving, training
+from churnops.commands import data, demo, features, ingest, monitoring, serving, stream, training
 from churnops.commands.common import fail
 from churnops.errors import ChurnopsError
 from churnops.storage.modes import private_umask
@@ -53,7 +53,7 @@ def main(ctx: typer.Context) -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
-for module in (data, ingest, features, training, monitoring, serving, demo):
+for module in (data, ingest, features, stream, training, monitoring, serving, demo):
     module.register(app)
 
 
