@@ -87,7 +87,7 @@ def make_workload(*, customers: int, events: int, fault_every: int = 50, resend_
         row = {
             "event_id": f"EVT-{i:010d}",
             "customer_id": f"CUST-{i % customers:06d}",
-            "event_timestamp": (now - timedelta(minutes=5 + (i * 7919) % (20 * 24 * 60))).strftime(
+            "event_timestamp": (now - timedelta(minutes=5 + (i * 7919) % (36 * 60))).strftime(
                 "%Y-%m-%dT%H:%M:%SZ"
             ),
             "event_type": kind,

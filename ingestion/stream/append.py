@@ -200,10 +200,9 @@ def _stage_lake(
     duplicates = replaced = 0
     for day in sorted(set(days.to_pylist())):
         rows = winners.filter(pc.equal(winners.column(_DAY), day))
-        current = read_partition_table(target.lake_dir, contract.name, day)
+        lake = _partition_keys(target.lake_dir, contract, day)
         older = np.zeros(rows.num_rows, dtype=bool)
-        if current is not None:
-            lake = current.select([*keys, ingested]).rename_columns([*keys, "_lake_ingested"])
+        if lake is not None:
             joined = rows.select([*keys, ingested, ROW_POSITION]).join(
                 lake, keys=keys, join_type="left outer"
             )
@@ -222,6 +221,7 @@ def _stage_lake(
         body = rows.select(contract.column_names).cast(schema)
         if older.any():
             replaced += int(older.sum())
+            current = read_partition_table(target.lake_dir, contract.name, day)
             _stage_fold(current, body, contract, target=target, day=day, files=files, schema=schema)
         elif body.num_rows:
             files.write(
@@ -231,6 +231,30 @@ def _stage_lake(
         kept.append(body)
     fresh = pa.concat_tables(kept) if kept else lake_schema(contract).empty_table().cast(schema)
     return fresh, duplicates, replaced
+
+
+# Lake file → (its mtime and size, its keys and `ingested_at`): a stream file never changes
+# once written, so each is read once per process; a rewritten `data.parquet` is read again.
+_KEY_CACHE: dict[Path, tuple[tuple[int, int], pa.Table]] = {}
+_KEY_CACHE_FILES = 4_096
+
+
+def _partition_keys(lake_dir: Path, contract: SourceContract, day: str) -> pa.Table | None:
+    """Key columns and `_lake_ingested` of every row of one partition, or None when it has no file."""
+    keys = contract.primary_key
+    columns = [*keys, contract.schema_.ingested_at]
+    parts = []
+    for path in partition_files(lake_dir, contract.name, day):
+        stat = path.stat()
+        stamp = (stat.st_mtime_ns, stat.st_size)
+        cached = _KEY_CACHE.get(path)
+        if cached is None or cached[0] != stamp:
+            if len(_KEY_CACHE) >= _KEY_CACHE_FILES:
+                _KEY_CACHE.clear()
+            table = pq.read_table(path, columns=columns).rename_columns([*keys, "_lake_ingested"])
+            cached = _KEY_CACHE[path] = (stamp, table)
+        parts.append(cached[1])
+    return pa.concat_tables(parts) if parts else None
 
 
 def _stage_fold(

@@ -211,8 +211,10 @@ class StreamConsumer:
                     if await self._idle(sub) and self.settings.until_idle:
                         return
         finally:
+            # Not `drain`: draining a pull subscription waits out its timeout, and every
+            # acknowledgement was flushed already.
             with contextlib.suppress(Exception):
-                await nc.drain()
+                await nc.close()
 
     async def _idle(self, sub: JetStreamContext.PullSubscription) -> bool:
         """Update the lag; whether nothing is pending or awaiting acknowledgement (False if unknown)."""
@@ -403,7 +405,7 @@ async def replay(
         finally:
             await sub.unsubscribe()
     finally:
-        await nc.drain()
+        await nc.close()
     return out
 
 
