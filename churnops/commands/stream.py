@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import threading
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -15,6 +18,8 @@ from churnops.errors import ChurnopsError
 
 if TYPE_CHECKING:
     from churnops.ingestion.broker import BrokerNames
+    from churnops.ingestion.stream.consumer import Committed, ConsumerSettings
+    from churnops.settings import Workspace
 
 stream_app = typer.Typer(
     help="The event stream (NATS JetStream) → lake → online store: consume, replay, compact.",
@@ -36,93 +41,117 @@ def _names(home: Path) -> BrokerNames:
     return BrokerNames.for_home(home)
 
 
+MaxWaitOption = Annotated[
+    float,
+    typer.Option("--max-wait", min=0.01, metavar="SECONDS", help="Longest a micro-batch keeps filling."),
+]
+MetricsPortOption = Annotated[
+    int | None,
+    typer.Option("--metrics-port", min=1, max=65535, help="Serve Prometheus /metrics on this port."),
+]
+CompactAfterOption = Annotated[
+    int,
+    typer.Option(
+        "--compact-after", min=0, help="Fold a partition once it has this many stream files (0: never)."
+    ),
+]
+AckWaitOption = Annotated[
+    float,
+    typer.Option(
+        "--ack-wait",
+        min=1,
+        metavar="SECONDS",
+        help="Seconds before the broker redelivers an unacknowledged record "
+        "(set when the consumer is created).",
+    ),
+]
+UntilIdleOption = Annotated[
+    bool,
+    typer.Option("--until-idle", help="Stop once every record on the stream is committed and acknowledged."),
+]
+
+
 @stream_app.command("run")
 def run_command(
     home: HomeOption = None,
     max_rows: MaxRowsOption = 2_000,
-    max_wait: Annotated[
-        float,
-        typer.Option("--max-wait", min=0.01, metavar="SECONDS", help="Longest a micro-batch keeps filling."),
-    ] = 0.5,
-    metrics_port: Annotated[
-        int | None,
-        typer.Option("--metrics-port", min=1, max=65535, help="Serve Prometheus /metrics on this port."),
-    ] = None,
+    max_wait: MaxWaitOption = 0.5,
+    metrics_port: MetricsPortOption = None,
     online: Annotated[
-        bool,
-        typer.Option("--online/--no-online", help="Refresh the touched customers' online features."),
+        bool, typer.Option("--online/--no-online", help="Refresh the touched customers' online features.")
     ] = True,
-    compact_after: Annotated[
-        int,
-        typer.Option(
-            "--compact-after", min=0, help="Fold a partition once it has this many stream files (0: never)."
-        ),
-    ] = 64,
-    ack_wait: Annotated[
-        float,
-        typer.Option(
-            "--ack-wait",
-            min=1,
-            metavar="SECONDS",
-            help="Seconds before the broker redelivers an unacknowledged record (set when the consumer "
-            "is created).",
-        ),
-    ] = 30.0,
-    until_idle: Annotated[
-        bool,
-        typer.Option(
-            "--until-idle", help="Stop once every record on the stream is committed and acknowledged."
-        ),
-    ] = False,
+    compact_after: CompactAfterOption = 64,
+    ack_wait: AckWaitOption = 30.0,
+    until_idle: UntilIdleOption = False,
     wait: WaitOption = 30.0,
 ) -> None:
     """Consume the stream into the lake until SIGTERM/SIGINT (the micro-batch in flight is finished)."""
     from churnops.ingestion.broker import BrokerError
-    from churnops.ingestion.stream.consumer import ConsumerSettings, StreamConsumer
-    from churnops.ingestion.stream.metrics import StreamMetrics, serve_metrics
-    from churnops.streaming import OnlineRefresh, commit_lock, stream_target
+    from churnops.ingestion.stream.consumer import ConsumerSettings
+    from churnops.streaming import BackgroundRefresh, OnlineRefresh, commit_lock
 
     ws = workspace(home)
-    names = _names(ws.home)
     lock = commit_lock(ws, command="churnops stream run", wait=wait)
-    hook = OnlineRefresh(ws=ws, lock=lock) if online else None
-    if hook is not None:
-        hook.open()
+    guard = threading.Lock()
+    hook = None
+    if online:
+        refresh = OnlineRefresh(ws=ws, lock=lock, guard=guard)
+        refresh.open()
+        hook = BackgroundRefresh(refresh)
+    settings = ConsumerSettings(
+        max_rows=max_rows,
+        max_wait=max_wait,
+        compact_after=compact_after,
+        ack_wait=ack_wait,
+        until_idle=until_idle,
+    )
+    try:
+        asyncio.run(
+            _consume(ws, lock=lock, guard=guard, hook=hook, settings=settings, metrics_port=metrics_port)
+        )
+    except BrokerError as exc:
+        raise StreamError(str(exc)) from exc
+    finally:
+        if hook is not None:
+            hook.close()
+    console.print("stopped: every acknowledged record is committed", highlight=False)
+
+
+async def _consume(
+    ws: Workspace,
+    *,
+    lock: Callable[[], AbstractContextManager[object]],
+    guard: threading.Lock,
+    hook: Callable[[Committed], None] | None,
+    settings: ConsumerSettings,
+    metrics_port: int | None,
+) -> None:
+    """Run the consumer until SIGTERM or SIGINT (or until idle, when asked)."""
+    from churnops.ingestion.stream.consumer import StreamConsumer
+    from churnops.ingestion.stream.metrics import StreamMetrics, serve_metrics
+    from churnops.streaming import stream_target
+
+    names = _names(ws.home)
     metrics = StreamMetrics()
     if metrics_port is not None:
         serve_metrics(metrics, port=metrics_port)
     consumer = StreamConsumer(
         names=names,
-        target=stream_target(ws, stream=names.stream),
+        target=stream_target(ws, stream=names.stream, guard=guard),
         lock=lock,
         on_commit=hook,
-        settings=ConsumerSettings(
-            max_rows=max_rows,
-            max_wait=max_wait,
-            compact_after=compact_after,
-            ack_wait=ack_wait,
-            until_idle=until_idle,
-        ),
+        settings=settings,
         metrics=metrics,
     )
-
-    async def main() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, stop.set)
-        console.print(
-            f"consuming {names.events_filter} (stream {names.stream}, consumer {names.durable}) "
-            f"into {ws.lake}",
-            highlight=False,
-        )
-        await consumer.run(stop)
-
-    try:
-        asyncio.run(main())
-    except BrokerError as exc:
-        raise StreamError(str(exc)) from exc
-    console.print("stopped: every acknowledged record is committed", highlight=False)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    console.print(
+        f"consuming {names.events_filter} (stream {names.stream}, consumer {names.durable}) into {ws.lake}",
+        highlight=False,
+    )
+    await consumer.run(stop)
 
 
 @stream_app.command("replay")

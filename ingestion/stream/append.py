@@ -22,9 +22,11 @@ timestamps are the broker's storage times, so the same records give the same byt
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -73,6 +75,9 @@ class StreamTarget:
         contracts: Every source contract (references may point at another source).
         lateness: The feature contract's allowed lateness (later rows are counted as late).
         stream: The broker stream's name, recorded in the log.
+        guard: Held while a commit that replaces files of a partition (a fold) renames them, so
+            a reader in the same process that holds it too never sees the new `data.parquet`
+            beside the stream files it replaces (other processes are kept out by the writer lock).
     """
 
     lake_dir: Path
@@ -81,6 +86,7 @@ class StreamTarget:
     contracts: dict[str, SourceContract]
     lateness: timedelta
     stream: str
+    guard: threading.Lock | None = None
 
 
 @dataclass(frozen=True)
@@ -170,7 +176,7 @@ def append_source(
     if result.received != result.accepted + result.quarantined + result.duplicates:
         raise AssertionError(f"row accounting broke for {contract.name} sequences {first}-{last}: {result}")
     row = _log_row(result, contract, target=target, stored=now, quarantine=quarantined)
-    commit_staged(target.log_db, row, files=files, point=f"stream:{contract.name}")
+    commit_staged(target.log_db, row, files=files, point=f"stream:{contract.name}", guard=target.guard)
     return result
 
 
@@ -381,7 +387,9 @@ def _log_row(
     }
 
 
-def commit_staged(log_db: Path, row: dict[str, Any], *, files: StagedFiles, point: str) -> None:
+def commit_staged(
+    log_db: Path, row: dict[str, Any], *, files: StagedFiles, point: str, guard: threading.Lock | None = None
+) -> None:
     """Commit staged files with their log row: the row written `committing` is the commit point.
 
     Args:
@@ -389,6 +397,7 @@ def commit_staged(log_db: Path, row: dict[str, Any], *, files: StagedFiles, poin
         row: The log row (its final status is `ok`).
         files: The staged files.
         point: Prefix of the crash points (`<point>:staged`, `:committed`, `:renamed`).
+        guard: Held around the renames when the commit removes files (see `StreamTarget.guard`).
     """
     crash_point(f"{point}:staged")
     pending = json.dumps({"status": "ok", "files": files.to_record()})
@@ -396,7 +405,8 @@ def commit_staged(log_db: Path, row: dict[str, Any], *, files: StagedFiles, poin
         log_db, row | {"status": "committing", "pending": pending, "run": files.tag, "pid": os.getpid()}
     )
     crash_point(f"{point}:committed")
-    files.apply()
+    with guard if guard is not None and files.removals else contextlib.nullcontext():
+        files.apply()
     crash_point(f"{point}:renamed")
     settle_batch(log_db, row["id"], status="ok")
 
@@ -423,6 +433,7 @@ def compact_source(
     log_db: Path,
     days: list[str] | None = None,
     min_files: int = 1,
+    guard: threading.Lock | None = None,
 ) -> Compacted:
     """Fold each partition's stream files into its `data.parquet`, one commit per partition.
 
@@ -436,6 +447,7 @@ def compact_source(
         log_db: The ingestion log (each partition's fold is logged, with zero counts).
         days: Only these partitions (default: all).
         min_files: Fold a partition only when it has at least this many stream files.
+        guard: Held around each partition's renames (see `StreamTarget.guard`).
 
     Returns:
         What was folded.
@@ -473,7 +485,7 @@ def compact_source(
             "started_at": datetime.now(UTC).isoformat(),
             "finished_at": datetime.now(UTC).isoformat(),
         }
-        commit_staged(log_db, row, files=files, point=f"compact:{contract.name}")
+        commit_staged(log_db, row, files=files, point=f"compact:{contract.name}", guard=guard)
         folded.append(day)
         count += len(streams)
     return Compacted(source=contract.name, partitions=tuple(folded), files=count)

@@ -320,6 +320,7 @@ class StreamConsumer:
                         log_db=self.target.log_db,
                         days=days,
                         min_files=self.settings.compact_after,
+                        guard=self.target.guard,
                     )
         return done
 
