@@ -41,7 +41,7 @@ import pyarrow.parquet as pq
 from churnops.contracts.source_contract import SourceContract
 from churnops.ingestion.log import record_batch, settle_batch
 from churnops.ingestion.merge import count_late, dedup
-from churnops.ingestion.rows import ROW_POSITION, known_references, rule_counts, screen_rows
+from churnops.ingestion.rows import ROW_POSITION, rule_counts, screen_rows
 from churnops.ingestion.stream.records import (
     BODY_COLUMN,
     SEQUENCE_COLUMN,
@@ -144,12 +144,7 @@ def append_source(
     first, last = group.first, group.last
     raw = raw_table(group, contract)
     now = max(r.stored_at for r in (*(r for r, _ in group.records), *(u.record for u in group.unreadable)))
-    rows = screen_rows(
-        raw,
-        contract,
-        now=now,
-        known=known_references(contract, lake_dir=target.lake_dir, contracts=target.contracts),
-    )
+    rows = screen_rows(raw, contract, now=now, known=_known_references(contract, target=target))
     winners = dedup(rows.valid, contract)
     files = StagedFiles(name=f"stream:{contract.name}", tag=f"{os.getpid()}-{first}")
     fresh, duplicates, replaced = _stage_lake(
@@ -261,6 +256,41 @@ def _partition_keys(lake_dir: Path, contract: SourceContract, day: str) -> pa.Ta
             cached = _KEY_CACHE[path] = (stamp, table)
         parts.append(cached[1])
     return pa.concat_tables(parts) if parts else None
+
+
+# Lake file → (its mtime and size, the distinct values of one referenced column): the same
+# reasoning as `_KEY_CACHE`, for the `references` checks (e.g. which customers exist).
+_REF_CACHE: dict[tuple[Path, str], tuple[tuple[int, int], pa.Array]] = {}
+
+
+def _known_references(contract: SourceContract, *, target: StreamTarget) -> dict[str, pa.Array]:
+    """What `rows.known_references` finds, read per file and cached: a micro-batch reads only new files."""
+    from churnops.storage.lake import list_partitions
+
+    known: dict[str, pa.Array] = {}
+    for column in contract.columns:
+        if column.references is None or column.references in known:
+            continue
+        ref_source, ref_column = column.references.split(".", 1)
+        parts = [pa.array([], pa.string())]
+        if ref_source in target.contracts:
+            for day in list_partitions(target.lake_dir, ref_source):
+                for path in partition_files(target.lake_dir, ref_source, day):
+                    parts.append(_distinct(path, ref_column))
+        known[column.references] = pc.unique(pa.chunked_array(parts, pa.string()))
+    return known
+
+
+def _distinct(path: Path, column: str) -> pa.Array:
+    stat = path.stat()
+    stamp = (stat.st_mtime_ns, stat.st_size)
+    cached = _REF_CACHE.get((path, column))
+    if cached is None or cached[0] != stamp:
+        if len(_REF_CACHE) >= _KEY_CACHE_FILES:
+            _REF_CACHE.clear()
+        values = pc.unique(pq.read_table(path, columns=[column]).column(0)).cast(pa.string())
+        cached = _REF_CACHE[(path, column)] = (stamp, values)
+    return cached[1]
 
 
 def _stage_fold(
