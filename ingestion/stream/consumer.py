@@ -197,7 +197,8 @@ class StreamConsumer:
                 js,
                 self.names,
                 ack_wait=timedelta(seconds=self.settings.ack_wait),
-                max_deliver=self.settings.max_deliver,
+                # One delivery more than the consumer's limit: that last one is its dead letter.
+                max_deliver=self.settings.max_deliver + 1,
             )
             sub = await js.pull_subscribe_bind(durable=self.names.durable, stream=self.names.stream)
             await asyncio.to_thread(self._recover)
