@@ -261,7 +261,8 @@ def measure_rate(
     scraper = threading.Thread(target=scrape, daemon=True)
     scraper.start()
     asyncio.run(produce(url, names, run, first=first))
-    deadline = time.time() + 180
+    # Generous: at a rate above the consumer's throughput the backlog drains after the producer stops.
+    deadline = time.time() + 900
     while time.time() < deadline and any(e not in watcher.lake for e in run.acked):
         time.sleep(0.2)
     time.sleep(3.0)  # the last micro-batch's online refresh
