@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from nats_support import delete_stream, jetstream_url
+from stream_events import Workload, make_workload, publish
 
 from churnops.contracts.source_contract import load_source_contracts
 from churnops.ingestion.broker import BrokerNames
@@ -18,8 +20,6 @@ from churnops.ingestion.stream.consumer import ConsumerSettings, StreamConsumer,
 from churnops.settings import Workspace
 from churnops.storage.lake import read_source
 from churnops.streaming import stream_target
-from tests.nats_support import delete_stream, jetstream_url
-from tests.stream_events import Workload, make_workload, publish
 
 EVENTS = 50_000
 CUSTOMERS = 500

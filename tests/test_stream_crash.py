@@ -21,6 +21,8 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from nats_support import free_port, nats_server, start_server
+from stream_events import Workload, make_workload, publish
 
 from churnops.contracts.source_contract import load_source_contracts
 from churnops.ingestion.broker import DURABLE_ENV, NATS_URL_ENV, STREAM_ENV, SUBJECT_ROOT_ENV, BrokerNames
@@ -30,8 +32,6 @@ from churnops.ingestion.stream.consumer import ConsumerSettings, replay
 from churnops.settings import Workspace
 from churnops.storage.crash import CRASH_ENV
 from churnops.streaming import stream_target
-from tests.nats_support import free_port, nats_server, start_server
-from tests.stream_events import Workload, make_workload, publish
 
 STREAM = "churnops_crash_test"
 ROOT = "churnops.crashtest"

@@ -8,6 +8,8 @@ from collections import Counter
 from pathlib import Path
 
 import pandas as pd
+from nats_support import delete_stream, jetstream_url
+from stream_events import make_workload, publish
 
 from churnops.features.online import read_online
 from churnops.features.table import SNAPSHOT_TS, read_latest
@@ -15,8 +17,6 @@ from churnops.ingestion.broker import BrokerNames
 from churnops.ingestion.stream.consumer import ConsumerSettings, StreamConsumer
 from churnops.settings import Workspace
 from churnops.streaming import OnlineRefresh, stream_target
-from tests.nats_support import delete_stream, jetstream_url
-from tests.stream_events import make_workload, publish
 
 
 def test_streamed_events_reach_the_online_store_with_offline_parity(tmp_path: Path) -> None:
