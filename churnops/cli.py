@@ -26,6 +26,7 @@ from churnops.commands import (
     metrics,
     monitoring,
     serving,
+    stream,
     training,
 )
 from churnops.commands.common import fail
@@ -188,7 +189,7 @@ def main(
     quiet_library_warnings()
 
 
-for module in (data, ingest, intake, features, training, monitoring, metrics, serving, demo):
+for module in (data, ingest, intake, stream, features, training, monitoring, metrics, serving, demo):
     module.register(app)
 
 

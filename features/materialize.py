@@ -97,6 +97,59 @@ def snapshot_rows_at(
     return rows.sort_by([(layout.key, "ascending")])
 
 
+def refresh_customers(
+    *,
+    store: FeatureStore,
+    lake_dir: Path,
+    features_dir: Path,
+    contract: FeatureContract,
+    customer_ids: list[str],
+    at: datetime | None = None,
+) -> int:
+    """Recompute some customers' snapshot at `at` from the lake; append it offline and load it online.
+
+    What `materialize` does for every customer, for a few: the stream calls it with the customers
+    a micro-batch touched, so their served features follow their events within seconds, and the
+    offline table holds the same rows (parity at `at`). Repeating it at the same `at` writes the
+    same values.
+
+    Args:
+        store: The Feast store (definitions applied).
+        lake_dir: The lake.
+        features_dir: The features folder.
+        contract: The feature contract.
+        customer_ids: The customers to refresh (unknown ones and ones not signed up by `at` are skipped).
+        at: The snapshot time (default: now); truncated to whole seconds.
+
+    Returns:
+        How many customers were written.
+    """
+    from churnops.features.naming import view_name
+
+    at = refresh_time(at)
+    if not customer_ids:
+        return 0
+    layout = Layout.of(contract)
+    at_us = to_us(at)
+    created_us = to_us(datetime.now(tz=UTC))
+    with duckdb_connection() as con:
+        present = compute.register_sources(con, lake_dir=lake_dir, contract=contract, snapshots_from_us=at_us)
+        if layout.entity_source not in present:
+            return 0
+        con.register("wanted", pa.table({layout.key: pa.array(sorted(set(customer_ids)), pa.string())}))
+        targets = con.execute(
+            f'SELECT e."{layout.key}", CAST({at_us} AS BIGINT) AS {KEY_TS} FROM entity e '
+            f'JOIN wanted w ON e."{layout.key}" = w."{layout.key}" WHERE e.first_us <= {at_us} '
+            f'ORDER BY e."{layout.key}"'
+        ).to_arrow_table()
+        if targets.num_rows == 0:
+            return 0
+        computed = compute.compute(con, contract=contract, present=present, targets=targets)
+    rows = to_rows(computed, contract, created_us).sort_by([(layout.key, "ascending")])
+    write_snapshots(features_dir=features_dir, contract=contract, rows=rows, replace_all=False)
+    return write_online(store=store, view=store.get_feature_view(view_name(contract)), rows=rows)
+
+
 def materialize(
     *,
     store: FeatureStore,

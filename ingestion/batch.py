@@ -278,7 +278,7 @@ def log_row(report: BatchReport, *, started_at: datetime, finished_at: datetime)
 
     Returns:
         The row, keyed `<source>/<batch>`; `run`, `pid`, `pending` and `note` are left empty
-        for `commit_batch` to fill.
+        for `commit_batch` to fill, and the stream sequences are empty (a landing file).
     """
     return {
         "id": f"{report.source}/{report.batch}",
@@ -305,6 +305,8 @@ def log_row(report: BatchReport, *, started_at: datetime, finished_at: datetime)
         "pid": None,
         "pending": None,
         "note": None,
+        "stream_first": None,
+        "stream_last": None,
     }
 
 

@@ -5,7 +5,8 @@ Columns: `id` (`<source>/<batch>`), `source`, `batch`, `file`, `content_hash`,
 `accepted`, `quarantined`, `duplicates`, `replaced`, `late`, `failures` (JSON list of the failed
 checks), `quarantine_file`, `started_at`, `finished_at`, `seconds`, `run` (the `ingest` run),
 `pid` (its process), `pending` (the commit record while the batch commits), `note` (what
-recovery did).
+recovery did), `stream_first` / `stream_last` (for a micro-batch of the event stream: the range
+of stream sequences it consumed for this source; empty for landing files).
 
 A batch's row is written `running` when it starts, becomes `committing` with its final figures
 and its commit record at the commit point, and `ok` or `failed` once its files are in place.
@@ -48,6 +49,8 @@ _COLUMNS: dict[str, type] = {
     "pid": int,
     "pending": str,
     "note": str,
+    "stream_first": int,
+    "stream_last": int,
 }
 
 
@@ -133,6 +136,28 @@ def unsettled_batches(log_db: Path) -> list[dict[str, Any]]:
         The rows (empty when the log does not exist yet).
     """
     return _rows(log_db, "status IN ('running', 'committing')", [])
+
+
+def stream_marks(log_db: Path) -> dict[str, int]:
+    """Per source, the highest stream sequence a committed micro-batch consumed.
+
+    Args:
+        log_db: The log's SQLite file.
+
+    Returns:
+        Source → sequence (sources the stream never wrote are absent).
+    """
+    if not log_db.is_file():
+        return {}
+    db = _open(log_db)
+    try:
+        rows = db.execute(
+            f"SELECT source, max(stream_last) FROM {TABLE} "
+            "WHERE stream_last IS NOT NULL AND status = 'ok' GROUP BY source"
+        ).fetchall()
+    finally:
+        db.close()
+    return {str(source): int(last) for source, last in rows}
 
 
 def _rows(log_db: Path, where: str | None, args: list[Any]) -> list[dict[str, Any]]:

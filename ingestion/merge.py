@@ -3,7 +3,9 @@
 Within the batch the latest `ingested_at` per key wins (ties: the first row of the file).
 Against the lake, a winner replaces the lake's row only when its `ingested_at` is later;
 otherwise it is a duplicate. Each affected date partition is rewritten whole and staged in the
-batch's commit, so all of a batch's partitions change together (`storage.staging`).
+batch's commit, so all of a batch's partitions change together (`storage.staging`). A
+partition's stream appends (`stream-*.parquet`) count as lake rows here like `data.parquet`, and a
+rewrite folds them into `data.parquet` and removes them in the same commit.
 """
 
 from __future__ import annotations
@@ -21,7 +23,14 @@ from churnops.contracts.source_contract import SourceContract
 from churnops.ingestion.rows import ROW_POSITION, sql_glob
 from churnops.ingestion.validate import lake_schema, to_lake_frame
 from churnops.storage.duck import duckdb_connection
-from churnops.storage.lake import list_partitions, read_partition, write_partition, write_partition_table
+from churnops.storage.lake import (
+    PARTITION_FILE,
+    list_partitions,
+    partition_files,
+    read_partition,
+    write_partition,
+    write_partition_table,
+)
 from churnops.storage.staging import StagedFiles
 from churnops.storage.times import epoch_micros
 
@@ -215,6 +224,10 @@ def _rewrite_partitions(
         if current is not None:
             merged = merged.sort_values(keys, kind="stable", ignore_index=True)
         write_partition(lake_dir, contract.name, day_name, merged, write=files.write)
+        # The rewrite holds the stream appends' rows too: they go in the same commit.
+        for appended in partition_files(lake_dir, contract.name, day_name):
+            if appended.name != PARTITION_FILE:
+                files.remove(appended)
 
 
 def _existing_keys(lake_dir: Path, contract: SourceContract) -> pa.Table | None:

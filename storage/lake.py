@@ -1,8 +1,11 @@
 """The lake: accepted rows as Parquet, one folder per source, partitioned by date.
 
-Layout: `<lake>/<source>/date=YYYY-MM-DD/data.parquet`. A partition file is always
-rewritten whole and swapped in with a rename, so a reader never sees half a write and
-re-running a write with the same rows leaves the same bytes.
+Layout: `<lake>/<source>/date=YYYY-MM-DD/data.parquet`, written by batch ingestion, plus the
+stream consumer's appends beside it, `stream-<first>-<last>.parquet` (named by the range of
+stream sequences they hold, zero-padded so names sort by sequence). A partition is every
+visible `*.parquet` file in its folder; temporaries are hidden (`.name.tmp`) and never match.
+Every file is written whole and swapped in with a rename, so a reader never sees half a write
+and re-running a write with the same rows leaves the same bytes.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ from churnops.storage.atomic import FileWriter, write_atomic
 
 PARTITION_PREFIX = "date="
 PARTITION_FILE = "data.parquet"
+STREAM_PREFIX = "stream-"
+_SEQUENCE_DIGITS = 12
 
 
 def source_dir(lake_dir: Path, source: str) -> Path:
@@ -25,8 +30,8 @@ def source_dir(lake_dir: Path, source: str) -> Path:
 
 
 def source_glob(lake_dir: Path, source: str) -> str:
-    """A glob over every partition file of a source, for DuckDB's `read_parquet`."""
-    return str(source_dir(lake_dir, source) / f"{PARTITION_PREFIX}*" / PARTITION_FILE)
+    """A glob over every file of every partition of a source, for DuckDB's `read_parquet`."""
+    return str(source_dir(lake_dir, source) / f"{PARTITION_PREFIX}*" / "*.parquet")
 
 
 def partition_path(lake_dir: Path, source: str, day: str) -> Path:
@@ -54,15 +59,50 @@ def day_partitions(folder: Path) -> list[str]:
     )
 
 
+def stream_file_name(first: int, last: int) -> str:
+    """The name of a stream append holding stream sequences `first`..`last`."""
+    return f"{STREAM_PREFIX}{first:0{_SEQUENCE_DIGITS}d}-{last:0{_SEQUENCE_DIGITS}d}.parquet"
+
+
+def stream_path(lake_dir: Path, source: str, day: str, *, first: int, last: int) -> Path:
+    """The file of one stream append in one partition; `day` is `YYYY-MM-DD`."""
+    return source_dir(lake_dir, source) / f"{PARTITION_PREFIX}{day}" / stream_file_name(first, last)
+
+
+def partition_files(lake_dir: Path, source: str, day: str) -> list[Path]:
+    """Every visible file of one partition: `data.parquet` first, then stream appends by sequence."""
+    folder = source_dir(lake_dir, source) / f"{PARTITION_PREFIX}{day}"
+    if not folder.is_dir():
+        return []
+    streams = sorted(p for p in folder.glob(f"{STREAM_PREFIX}*.parquet") if p.is_file())
+    base = folder / PARTITION_FILE
+    return [base, *streams] if base.is_file() else streams
+
+
 def list_partitions(lake_dir: Path, source: str) -> list[str]:
-    """The days that have a partition file, sorted."""
-    return day_partitions(source_dir(lake_dir, source))
+    """The days that have at least one partition file (batch or stream), sorted."""
+    folder = source_dir(lake_dir, source)
+    if not folder.is_dir():
+        return []
+    return sorted(
+        p.name.removeprefix(PARTITION_PREFIX)
+        for p in folder.iterdir()
+        if p.name.startswith(PARTITION_PREFIX) and any(p.glob("[!.]*.parquet"))
+    )
+
+
+def read_partition_table(lake_dir: Path, source: str, day: str) -> pa.Table | None:
+    """One partition (all its files, in `partition_files` order) as Arrow, or None when it has none."""
+    paths = partition_files(lake_dir, source, day)
+    if not paths:
+        return None
+    return pa.concat_tables([pq.read_table(p) for p in paths], promote_options="default")
 
 
 def read_partition(lake_dir: Path, source: str, day: str) -> pd.DataFrame | None:
-    """One partition as a DataFrame, or None when it does not exist."""
-    path = partition_path(lake_dir, source, day)
-    return pq.read_table(path).to_pandas() if path.is_file() else None
+    """One partition (all its files) as a DataFrame, or None when it does not exist."""
+    found = read_partition_table(lake_dir, source, day)
+    return None if found is None else found.to_pandas()
 
 
 def read_source(lake_dir: Path, source: str, *, schema: pa.Schema | None = None) -> pd.DataFrame:
@@ -79,8 +119,8 @@ def read_source(lake_dir: Path, source: str, *, schema: pa.Schema | None = None)
     days = list_partitions(lake_dir, source)
     if not days:
         return schema.empty_table().to_pandas() if schema is not None else pd.DataFrame()
-    tables = [pq.read_table(partition_path(lake_dir, source, day)) for day in days]
-    return pa.concat_tables(tables, promote_options="default").to_pandas()
+    tables = [read_partition_table(lake_dir, source, day) for day in days]
+    return pa.concat_tables([t for t in tables if t is not None], promote_options="default").to_pandas()
 
 
 def write_partition(

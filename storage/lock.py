@@ -22,6 +22,7 @@ import os
 import shlex
 import socket
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -115,8 +116,11 @@ class _Held:
     acquired: Acquired
 
 
-# Locks this process holds, by lock file: what makes the lock re-entrant.
+# Locks this process holds, by lock file: what makes the lock re-entrant. Threads of one process
+# share a held lock (the stream consumer commits on one while its online refresh runs on
+# another); `_BOOKKEEPING` keeps their updates of the depth whole.
 _HELD: dict[Path, _Held] = {}
+_BOOKKEEPING = threading.Lock()
 
 
 def read_holder(home: Path) -> Holder | None:
@@ -231,16 +235,26 @@ def workspace_lock(
         WorkspaceLockedError: When another process holds the lock beyond `wait` seconds.
     """
     key = (home / LOCK_FILE).resolve()
-    held = _HELD.get(key)
-    if held is not None and held.pid == os.getpid():
-        held.depth += 1
-    else:
+    with _BOOKKEEPING:
+        held = _HELD.get(key)
+        if held is not None and held.pid == os.getpid():
+            held.depth += 1
+            entered = True
+        else:
+            entered = False
+    if not entered:
+        # Outside the bookkeeping lock: a thread of this process waiting here (another thread
+        # took the lock a moment earlier) must not stop that thread from releasing it.
         held = _acquire(home=home, command=command, wait=wait, on_wait=on_wait)
-        _HELD[key] = held
+        with _BOOKKEEPING:
+            _HELD[key] = held
     try:
         yield held.acquired
     finally:
-        held.depth -= 1
-        if held.depth == 0:
-            del _HELD[key]
+        with _BOOKKEEPING:
+            held.depth -= 1
+            last = held.depth == 0
+            if last:
+                del _HELD[key]
+        if last:
             _release(home, held)

@@ -1,0 +1,1 @@
+"""The event stream (NATS JetStream) → the lake: decode, validate, append, compact, consume."""
