@@ -29,7 +29,7 @@ import pyarrow.compute as pc
 
 from churnops.contracts.feature_contract import FeatureContract
 from churnops.features import compute, table
-from churnops.features.chunks import BuildMemoryError, Chunk, plan_chunks, spans_per_day
+from churnops.features.chunks import BuildMemoryError, Chunk, mib, plan_chunks, spans_per_day
 from churnops.features.compute import KEY_TS, Layout
 from churnops.features.population import POPULATION, end_source, register_population
 from churnops.storage.atomic import write_atomic
@@ -39,6 +39,7 @@ from churnops.storage.times import from_us, to_us
 STATE_FILE = "_build_state.json"
 # DuckDB's spill folder under the features folder (inside the home), emptied when a build ends.
 SPILL_DIR = ".spill"
+DUCKDB_FLOOR_MIB = 256
 _INFINITY_US = 2**62
 
 
@@ -53,6 +54,7 @@ class BuildReport:
         snapshots_computed: (customer, snapshot) rows computed by this build.
         late_records: Records ingested since the last build whose event time was already covered.
         partitions_written: Day partitions rewritten.
+        chunks: Chunks of whole days the rows were computed and written in.
         seconds: Wall time.
     """
 
@@ -62,6 +64,7 @@ class BuildReport:
     snapshots_computed: int
     late_records: int
     partitions_written: int
+    chunks: int
     seconds: float
 
 
@@ -368,11 +371,11 @@ def _prune(con: duckdb.DuckDBPyConnection, run: _Run, *, marks: dict[str, int]) 
 
 def _write_chunks(
     con: duckdb.DuckDBPyConnection, run: _Run, *, present: set[str], created_us: int
-) -> tuple[int, int]:
+) -> tuple[int, int, int]:
     """Compute and write the build's targets chunk by chunk; nothing outlives its chunk.
 
     Returns:
-        Rows computed and partitions written.
+        Rows computed, partitions written and chunks.
     """
     first_day, counts = _day_counts(con, run)
     chunks = plan_chunks(counts=counts, first_day=first_day, limit_bytes=run.limit_bytes)
@@ -391,7 +394,7 @@ def _write_chunks(
         partitions += write_snapshots(
             features_dir=run.features_dir, contract=run.contract, rows=rows, replace_all=full
         )
-    return computed_rows, partitions
+    return computed_rows, partitions, len(chunks)
 
 
 def _build(
@@ -436,7 +439,7 @@ def _build(
         _register_late_ranges(con, contract=contract, present=present, marks=state["watermarks"])
         late = _count_late(con, present=present, marks=state["watermarks"], covered_us=int(state["until_us"]))
         pruned = _prune(con, run, marks=state["watermarks"])
-    computed, partitions = _write_chunks(con, run, present=present, created_us=created_us)
+    computed, partitions, chunks = _write_chunks(con, run, present=present, created_us=created_us)
     _write_state(
         features_dir,
         contract,
@@ -449,6 +452,7 @@ def _build(
         snapshots_computed=computed,
         late_records=late,
         partitions_written=partitions + pruned,
+        chunks=chunks,
         seconds=time.perf_counter() - started,
     )
 
@@ -505,8 +509,10 @@ def build_features(
     limit = memory_limit_bytes(memory_limit)
     spill = spill_dir or features_dir / SPILL_DIR
     spill.mkdir(parents=True, exist_ok=True)
-    # DuckDB gets part of the limit: the chunk's Arrow copies live outside it.
-    with duckdb_connection(memory_limit=f"{max(1, limit * 3 // 5 // 2**20)}MiB", temp_directory=spill) as con:
+    # DuckDB gets part of the limit (the chunk's Arrow copies live outside it), and never less
+    # than it needs to hold the sources' scans at all.
+    duck_mib = max(DUCKDB_FLOOR_MIB, limit * 3 // 5 // 2**20)
+    with duckdb_connection(memory_limit=f"{duck_mib}MiB", temp_directory=spill) as con:
         try:
             return _build(
                 con,
@@ -519,7 +525,7 @@ def build_features(
             )
         except duckdb.OutOfMemoryException as exc:
             raise BuildMemoryError(
-                f"the build ran out of memory under the limit of {limit / 2**30:.1f} GiB and could not spill "
+                f"the build ran out of memory under the limit of {mib(limit)} and could not spill "
                 f"enough to {spill} ({exc}): set {MEMORY_LIMIT_ENV} (or `churnops features build "
                 "--memory-limit`) higher, or free disk space there"
             ) from exc

@@ -17,11 +17,12 @@ from churnops.storage.duck import MEMORY_LIMIT_ENV
 
 # Peak memory per computed row while a chunk is in flight: DuckDB's grid (targets, per-bucket
 # joins, window sorts) and the Arrow copies the chunk passes through on its way to Parquet.
-# Measured with `bench/build_memory_bench.py` (peak RSS over rows per chunk) and rounded up.
-BYTES_PER_ROW = 1_000
+# Measured with `bench/build_memory_bench.py` (a 2M-row chunk of the purchase-history build peaked
+# at 3.2 GiB RSS, about 1.4 KB per row over the process's base) and rounded up.
+BYTES_PER_ROW = 1_500
 # Larger chunks stop paying off (fewer, longer queries; the same total work), and the Arrow
-# copies outside DuckDB's limit grow with them.
-MAX_CHUNK_ROWS = 2_000_000
+# copies outside DuckDB's limit grow with them: about 1.5 GiB per chunk at most.
+MAX_CHUNK_ROWS = 1_000_000
 
 
 class BuildMemoryError(ChurnopsError):
@@ -50,14 +51,19 @@ def budget_rows(limit_bytes: int) -> int:
     return max(1, min(MAX_CHUNK_ROWS, limit_bytes // BYTES_PER_ROW))
 
 
+def mib(size: int) -> str:
+    """A size in whole MiB, rounded up, e.g. `1,024MiB`."""
+    return f"{-(-size // 2**20):,}MiB"
+
+
 def _too_big(*, day: int, rows: int, limit_bytes: int) -> BuildMemoryError:
     needed = rows * BYTES_PER_ROW
     date = np.datetime64(day, "D")
     return BuildMemoryError(
-        f"the snapshots of {date} alone are {rows:,} (customer, snapshot) rows, about "
-        f"{needed / 2**30:.1f} GiB to compute and write at once, above the memory limit of "
-        f"{limit_bytes / 2**30:.1f} GiB: set {MEMORY_LIMIT_ENV} (or `churnops features build "
-        f"--memory-limit`) to at least {-(-needed // 2**30)}GiB, on a machine with that much free memory"
+        f"the snapshots of {date} alone are {rows:,} (customer, snapshot) rows, about {mib(needed)} "
+        f"to compute and write at once, above the memory limit of {mib(limit_bytes)}: set "
+        f"{MEMORY_LIMIT_ENV} (or `churnops features build --memory-limit`) to at least {mib(needed)}, "
+        "on a machine with that much free memory"
     )
 
 
