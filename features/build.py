@@ -1,4 +1,8 @@
-"""Build the offline feature table from the lake: every boundary from signup to `until`.
+"""Build the offline feature table from the lake: the contract's population at every boundary to `until`.
+
+Who is snapshotted when is the contract's `population` (`features.population`): every customer
+from signup until its churn date. A customer whose churn label (or signup) changes loses the
+snapshots that now fall outside it at the next build.
 
 A build remembers, per source, the latest `ingested_at` it has seen (the watermark) and the
 last boundary it built. The next build computes the new boundaries, and for records ingested
@@ -11,6 +15,10 @@ exactly the snapshots whose window holds them:
 
 Nothing else is rewritten, so a build with nothing new is a no-op. A contract change (or
 `full=True`) rebuilds everything.
+
+Whatever it computes, a build holds one chunk of whole snapshot days at a time
+(`features.chunks`): targets are generated per chunk from the population, computed, and written
+to their day partitions before the next chunk starts, so memory follows the chunk, not the grid.
 """
 
 from __future__ import annotations
@@ -348,6 +356,9 @@ def _prune(con: duckdb.DuckDBPyConnection, run: _Run, *, marks: dict[str, int]) 
         f"WHERE ingested_us > {marks.get(run.layout.entity_source, -1)} UNION "
         f"SELECT {key} FROM {POPULATION} WHERE end_ingested_us > {marks.get(ends or '', -1)}"
     )
+    if con.execute("SELECT count(*) FROM changed_keys").fetchone() == (0,):
+        # Nobody's signup or churn changed: no need to scan the table.
+        return 0
     s = f"epoch_us(t.{table.SNAPSHOT_TS})"
     outside = f"t.{key} IN (SELECT {key} FROM changed_keys) AND ({s} < p.first_us OR {s} >= p.end_us)"
     joined = f"t LEFT JOIN {POPULATION} p ON p.{key} = t.{key}"
