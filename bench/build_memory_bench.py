@@ -55,19 +55,29 @@ from churnops.features.build import build_features
 started = time.perf_counter()
 report = build_features(lake_dir=Path(sys.argv[1]), features_dir=Path(sys.argv[2]),
     contract=load_feature_contract(), until=datetime.fromisoformat(sys.argv[3]), full=True)
-print(f"RESULT {time.perf_counter() - started:.3f} {report.snapshots_computed}")
+import churnops.features.build as module
+print(f"RESULT {module.__file__} {time.perf_counter() - started:.3f} {report.snapshots_computed}")
 """
 
 
-def timed_process(command: list[str], *, env: dict[str, str] | None = None) -> tuple[float, float, str]:
-    """Run a command under `/usr/bin/time -v`.
+def timed_process(
+    command: list[str], *, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> tuple[float, float, str]:
+    """Run a command under `/usr/bin/time -v`, from `cwd`.
+
+    Run a Python child from outside the checkout: its `churnops/` folder, first on `sys.path`
+    as the working directory, would shadow the package that `PYTHONPATH` names.
 
     Returns:
         Wall seconds, peak RSS in GiB, and its standard output.
     """
     started = time.perf_counter()
     done = subprocess.run(
-        ["/usr/bin/time", "-v", *command], capture_output=True, text=True, env={**os.environ, **(env or {})}
+        ["/usr/bin/time", "-v", *command],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        cwd=cwd,
     )
     wall = time.perf_counter() - started
     if done.returncode != 0:
@@ -272,9 +282,11 @@ def bench_demo(work: Path, *, runs: int, commit: str) -> dict[str, object]:
             features = work / f"features-{name}-{i}"
             env = {**QUIET, "PYTHONPATH": str(old_path)} if name == "baseline" else QUIET
             wall, rss, out = timed_process(
-                [str(PYTHON), "-c", DRIVER, str(lake), str(features), until.isoformat()], env=env
+                [str(PYTHON), "-c", DRIVER, str(lake), str(features), until.isoformat()], env=env, cwd=work
             )
-            _, seconds, snapshots = out.split()[-3:]
+            _, source, seconds, snapshots = out.split()[-4:]
+            # The baseline must really run the baseline's code, and ours the checkout's.
+            assert source.startswith(str(old_path)) == (name == "baseline"), source
             results[name].append((float(seconds), wall, rss, int(snapshots)))
             shutil.rmtree(features)
     return {"until": until, "results": results}
