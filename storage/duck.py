@@ -22,8 +22,8 @@ _UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12}
 _UNITS |= {"KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
 
 
-class MemorySettingError(ChurnopsError, ValueError):
-    """A memory limit that cannot be read."""
+class MemorySettingError(ChurnopsError):
+    """A memory limit that cannot be read (bad input: exit 2)."""
 
 
 def parse_size(value: str, *, setting: str) -> int:

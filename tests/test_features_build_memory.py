@@ -277,3 +277,18 @@ def test_a_customer_who_churned_on_its_signup_date_has_no_snapshot(tmp_path: Pat
         lake_dir=lake, features_dir=tmp_path / "f", contract=CONTRACT, until=START + timedelta(days=10)
     )
     assert gone not in set(read_table(features_dir=tmp_path / "f")["customer_id"])
+
+
+def test_the_command_line_names_the_setting(tmp_path: Path, frames: dict[str, pd.DataFrame]) -> None:
+    from typer.testing import CliRunner
+
+    from churnops.cli import app
+
+    write_lake(tmp_path / "data" / "lake", frames)
+    args = ["features", "build", "--home", str(tmp_path), "--until", UNTIL.isoformat()]
+    refused = CliRunner().invoke(app, [*args, "--memory-limit", "20KB"])
+    assert refused.exit_code == 1, refused.output
+    assert MEMORY_LIMIT_ENV in refused.output and "above the memory limit of 1MiB" in refused.output
+    bad = CliRunner().invoke(app, args, env={MEMORY_LIMIT_ENV: "lots"})
+    assert bad.exit_code == 2, bad.output
+    assert f"{MEMORY_LIMIT_ENV} 'lots' is not a memory size" in bad.output
