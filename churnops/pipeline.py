@@ -7,11 +7,13 @@ and reports progress, so the stages stay testable on their own.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from churnops.settings import Workspace
+from churnops.storage.duck import MEMORY_LIMIT_ENV
 
 
 @dataclass(frozen=True)
@@ -74,7 +76,12 @@ def step_features(ws: Workspace, opts: DemoOptions) -> str:
     from churnops.contracts.feature_contract import load_feature_contract
     from churnops.features.build import build_features
 
-    report = build_features(lake_dir=ws.lake, features_dir=ws.features, contract=load_feature_contract())
+    report = build_features(
+        lake_dir=ws.lake,
+        features_dir=ws.features,
+        contract=load_feature_contract(),
+        memory_limit=os.environ.get(MEMORY_LIMIT_ENV) or None,
+    )
     return (
         f"{report.snapshots_computed:,} snapshots for {report.customers:,} customers "
         f"up to {report.until:%Y-%m-%d %H:%M} UTC → {ws.features}"
@@ -99,6 +106,7 @@ def step_materialize(ws: Workspace, opts: DemoOptions) -> str:
         lake_dir=ws.lake,
         features_dir=ws.features,
         contract=load_feature_contract(),
+        memory_limit=os.environ.get(MEMORY_LIMIT_ENV) or None,
     )
     return (
         f"{report.customers:,} customers loaded online as of {report.at:%Y-%m-%d %H:%M:%S} UTC "

@@ -82,6 +82,24 @@ class SourceRef(_Strict):
     timestamp: str
 
 
+class PopulationEnd(_Strict):
+    """Where a customer's snapshots stop: the earliest value of a source's date column."""
+
+    source: str
+    column: str
+
+
+class Population(_Strict):
+    """Who has a snapshot at a boundary.
+
+    Every customer from its first boundary at or after its start (the entity source's timestamp),
+    activity or not, until the earliest `ends_at` date when there is one.
+    """
+
+    description: str
+    ends_at: PopulationEnd | None = None
+
+
 class Feature(_Strict):
     name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
     dtype: Dtype
@@ -248,6 +266,7 @@ class FeatureContract(_Strict):
     entity: Entity
     time: TimeSemantics
     sources: list[SourceRef]
+    population: Population | None = None
     features: list[Feature] = Field(min_length=1)
     data_quality: DataQuality
     drift: Drift

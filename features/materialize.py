@@ -20,6 +20,7 @@ from churnops.features import compute, table
 from churnops.features.build import BuildReport, build_features, to_rows, write_snapshots
 from churnops.features.compute import KEY_TS, Layout
 from churnops.features.online import write_online
+from churnops.features.population import POPULATION, register_population
 from churnops.storage.duck import duckdb_connection
 from churnops.storage.times import to_us
 
@@ -62,7 +63,7 @@ def refresh_time(at: datetime | None) -> datetime:
 def snapshot_rows_at(
     *, lake_dir: Path, features_dir: Path, contract: FeatureContract, at: datetime
 ) -> pa.Table:
-    """Every customer's snapshot at `at` (customers whose first boundary is at or before it).
+    """Every customer's snapshot at `at`: those in the contract's population then (signed up, not churned).
 
     Between boundaries the snapshot is computed from the lake with the single-time plan
     (`compute.snapshot_sql`), reading only each source's lookback (`compute.lookbacks`: 90 days
@@ -87,9 +88,10 @@ def snapshot_rows_at(
     created_us = to_us(datetime.now(tz=UTC))
     with duckdb_connection() as con:
         present = compute.register_sources(con, lake_dir=lake_dir, contract=contract, snapshots_from_us=at_us)
+        register_population(con, lake_dir=lake_dir, contract=contract, until_us=at_us)
         targets = con.execute(
-            f'SELECT "{layout.key}", CAST({at_us} AS BIGINT) AS {KEY_TS} FROM entity '
-            f"WHERE first_us <= {at_us}"
+            f'SELECT "{layout.key}", CAST({at_us} AS BIGINT) AS {KEY_TS} FROM {POPULATION} '
+            f"WHERE first_us <= {at_us} AND end_us > {at_us}"
         ).to_arrow_table()
         computed = compute.compute(con, contract=contract, present=present, targets=targets)
     rows = to_rows(computed, contract, created_us)
@@ -157,6 +159,7 @@ def materialize(
     features_dir: Path,
     contract: FeatureContract,
     at: datetime | None = None,
+    memory_limit: str | None = None,
 ) -> MaterializeReport:
     """Bring the daily grid up to `at`, add every customer's snapshot at `at`, load it online.
 
@@ -166,6 +169,7 @@ def materialize(
         features_dir: The features folder (the offline table).
         contract: The feature contract.
         at: The refresh time (default: now); naive is UTC; truncated to whole seconds.
+        memory_limit: The memory the build may use (`build.build_features`), e.g. `4GB`.
 
     Returns:
         What the refresh did.
@@ -184,7 +188,9 @@ def materialize(
             f"the Feast view {view.name} reads {getattr(view.batch_source, 'path', None)}, not {expected}: "
             "open the store with the same home as the features folder and run `churnops features apply`"
         )
-    build = build_features(lake_dir=lake_dir, features_dir=features_dir, contract=contract, until=at)
+    build = build_features(
+        lake_dir=lake_dir, features_dir=features_dir, contract=contract, until=at, memory_limit=memory_limit
+    )
     computing = time.perf_counter()
     rows = snapshot_rows_at(lake_dir=lake_dir, features_dir=features_dir, contract=contract, at=at)
     loading = time.perf_counter()

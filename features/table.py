@@ -97,6 +97,11 @@ def write_partition(features_dir: Path, contract: FeatureContract, day: str, tab
     return write_atomic(partition_path(features_dir, contract, day), lambda tmp: pq.write_table(typed, tmp))
 
 
+def drop_partition(features_dir: Path, contract: FeatureContract, day: str) -> None:
+    """Delete one partition (every row it held left the population)."""
+    shutil.rmtree(partition_path(features_dir, contract, day).parent, ignore_errors=True)
+
+
 def drop_table(features_dir: Path, contract: FeatureContract) -> None:
     """Delete every partition of the table (a full rebuild starts from nothing)."""
     shutil.rmtree(table_dir(features_dir, contract), ignore_errors=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -11,6 +12,7 @@ import typer
 from churnops.commands.common import HomeOption, WaitOption, console, fail, workspace, writer_lock
 from churnops.commands.progress import progress
 from churnops.settings import Workspace
+from churnops.storage.duck import MEMORY_LIMIT_ENV
 
 if TYPE_CHECKING:
     from feast import FeatureStore
@@ -47,6 +49,15 @@ def build(
         str | None, typer.Option(help="Build boundaries up to this time (default: now).")
     ] = None,
     full: Annotated[bool, typer.Option("--full", help="Recompute every snapshot.")] = False,
+    memory_limit: Annotated[
+        str | None,
+        typer.Option(
+            envvar=MEMORY_LIMIT_ENV,
+            help="Memory the build may use, e.g. 4GB; it computes in chunks of days sized to it and "
+            "spills beyond it (default: a quarter of the machine's memory).",
+            show_default=False,
+        ),
+    ] = None,
     wait: WaitOption = 0.0,
 ) -> None:
     """Compute customer_profile snapshots from the lake (new days and late-touched snapshots only)."""
@@ -65,13 +76,15 @@ def build(
                 contract=load_feature_contract(),
                 until=until_time,
                 full=full,
+                memory_limit=memory_limit,
             )
         except ValueError as exc:
             raise fail(str(exc)) from exc
     console.print(
         f"built {report.snapshots_computed:,} snapshots for {report.customers:,} customers up to "
         f"{report.until:%Y-%m-%d %H:%M} UTC ({'full' if report.full else 'incremental'}, "
-        f"{report.late_records:,} late records, {report.partitions_written} partitions) "
+        f"{report.late_records:,} late records, {report.partitions_written} partitions, "
+        f"{report.chunks} chunks) "
         f"in {report.seconds:.1f}s"
     )
 
@@ -161,6 +174,7 @@ def materialize_command(
                     features_dir=ws.features,
                     contract=load_feature_contract(),
                     at=at_time,
+                    memory_limit=os.environ.get(MEMORY_LIMIT_ENV) or None,
                 )
             except ValueError as exc:
                 raise fail(str(exc)) from exc
