@@ -74,7 +74,12 @@ def step_features(ws: Workspace, opts: DemoOptions) -> str:
     from churnops.contracts.feature_contract import load_feature_contract
     from churnops.features.build import build_features
 
-    report = build_features(lake_dir=ws.lake, features_dir=ws.features, contract=load_feature_contract())
+    report = build_features(
+        lake_dir=ws.lake,
+        features_dir=ws.features,
+        contract=load_feature_contract(),
+        engine=ws.backends.engine,
+    )
     return (
         f"{report.snapshots_computed:,} snapshots for {report.customers:,} customers "
         f"up to {report.until:%Y-%m-%d %H:%M} UTC → {ws.features}"

@@ -242,6 +242,7 @@ def build_features(
     contract: FeatureContract,
     until: datetime | None = None,
     full: bool = False,
+    engine: str = "duckdb",
 ) -> BuildReport:
     """Compute snapshots at the contract's grain from each customer's signup to `until`.
 
@@ -252,6 +253,8 @@ def build_features(
         until: Build boundaries up to the latest one at or before this time (default: now).
             A naive datetime is taken as UTC.
         full: Recompute every snapshot instead of only new and late-touched ones.
+        engine: `duckdb` (in process) or `spark` (`features.spark_engine`: the same SQL on the
+            active or a new Spark session, always a full build).
 
     Returns:
         What the build did.
@@ -259,6 +262,12 @@ def build_features(
     Raises:
         ValueError: When the lake has no entity (customers) partitions yet.
     """
+    if engine not in ("duckdb", "spark"):
+        raise ValueError(f"unknown feature engine {engine!r}: use duckdb or spark")
+    if engine == "spark":
+        from churnops.features.spark_engine import build_with_spark
+
+        return build_with_spark(lake_dir=lake_dir, features_dir=features_dir, contract=contract, until=until)
     started = time.perf_counter()
     layout = Layout.of(contract)
     created_us = to_us(datetime.now(tz=UTC))

@@ -116,7 +116,7 @@ def apply(store: FeatureStore) -> None:
     Args:
         store: A store from `open_store` (CHURNOPS_HOME names the home whose table the source reads).
     """
-    d = repo_definitions()
+    d = repo_definitions(offline_store=store.config.offline_store.type)
     store.apply([d.entity, d.source, d.view, d.service])
 
 
@@ -131,7 +131,7 @@ def is_applied(store: FeatureStore) -> bool:
     """
     from feast.errors import FeastObjectNotFoundException
 
-    d = repo_definitions()
+    d = repo_definitions(offline_store=store.config.offline_store.type)
     try:
         view = store.get_feature_view(d.view.name)
         store.get_feature_service(d.service.name)

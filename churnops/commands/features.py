@@ -45,13 +45,22 @@ def build(
         str | None, typer.Option(help="Build boundaries up to this time (default: now).")
     ] = None,
     full: Annotated[bool, typer.Option("--full", help="Recompute every snapshot.")] = False,
+    engine: Annotated[
+        str | None,
+        typer.Option(
+            help="duckdb (in process) or spark (the same SQL on Spark; always a full build). "
+            "Default: $CHURNOPS_ENGINE, else duckdb."
+        ),
+    ] = None,
     wait: WaitOption = 0.0,
 ) -> None:
     """Compute customer_profile snapshots from the lake (new days and late-touched snapshots only)."""
+    from churnops.config import check_engine
     from churnops.contracts.feature_contract import load_feature_contract
     from churnops.features.build import build_features
 
     ws = workspace(home)
+    chosen = check_engine(engine, origin="--engine") if engine is not None else ws.backends.engine
     writer_lock(ctx, ws, wait=wait)
     _recover_lake(ws)
     try:
@@ -61,12 +70,13 @@ def build(
             contract=load_feature_contract(),
             until=_time(until, "--until"),
             full=full,
+            engine=chosen,
         )
     except ValueError as exc:
         raise fail(str(exc)) from exc
     console.print(
         f"built {report.snapshots_computed:,} snapshots for {report.customers:,} customers up to "
-        f"{report.until:%Y-%m-%d %H:%M} UTC ({'full' if report.full else 'incremental'}, "
+        f"{report.until:%Y-%m-%d %H:%M} UTC with {chosen} ({'full' if report.full else 'incremental'}, "
         f"{report.late_records:,} late records, {report.partitions_written} partitions) "
         f"in {report.seconds:.1f}s"
     )
