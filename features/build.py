@@ -235,6 +235,17 @@ def write_snapshots(
     return written
 
 
+def _build_elsewhere(
+    engine: str, lake_dir: Path, features_dir: Path, contract: FeatureContract, until: datetime | None
+) -> BuildReport:
+    """A build on an engine other than DuckDB: `spark` (`features.spark_engine`)."""
+    if engine != "spark":
+        raise ValueError(f"unknown feature engine {engine!r}: use duckdb or spark")
+    from churnops.features.spark_engine import build_with_spark
+
+    return build_with_spark(lake_dir=lake_dir, features_dir=features_dir, contract=contract, until=until)
+
+
 def build_features(
     *,
     lake_dir: Path,
@@ -253,8 +264,7 @@ def build_features(
         until: Build boundaries up to the latest one at or before this time (default: now).
             A naive datetime is taken as UTC.
         full: Recompute every snapshot instead of only new and late-touched ones.
-        engine: `duckdb` (in process) or `spark` (`features.spark_engine`: the same SQL on the
-            active or a new Spark session, always a full build).
+        engine: `duckdb` (in process) or `spark` (`features.spark_engine`; always a full build).
 
     Returns:
         What the build did.
@@ -262,12 +272,8 @@ def build_features(
     Raises:
         ValueError: When the lake has no entity (customers) partitions yet.
     """
-    if engine not in ("duckdb", "spark"):
-        raise ValueError(f"unknown feature engine {engine!r}: use duckdb or spark")
-    if engine == "spark":
-        from churnops.features.spark_engine import build_with_spark
-
-        return build_with_spark(lake_dir=lake_dir, features_dir=features_dir, contract=contract, until=until)
+    if engine != "duckdb":
+        return _build_elsewhere(engine, lake_dir, features_dir, contract, until)
     started = time.perf_counter()
     layout = Layout.of(contract)
     created_us = to_us(datetime.now(tz=UTC))

@@ -231,4 +231,5 @@ def test_every_generated_query_passes_the_guard_and_a_bad_contract_filter_does_n
 def test_an_unknown_engine_is_refused(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["features", "build", "--engine", "flink", "--home", str(tmp_path)])
     assert result.exit_code == 2
-    assert "--engine='flink' is not a feature engine: use one of duckdb, spark" in result.output
+    message = " ".join(result.output.split())
+    assert "--engine='flink' is not a feature engine: use one of duckdb, spark" in message
