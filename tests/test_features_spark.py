@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
+import sqlglot
+from sqlglot import exp
 from test_features_lake import CONTRACT, add_to_lake, random_records, typed, write_lake
 from typer.testing import CliRunner
 
@@ -217,8 +219,9 @@ def test_every_generated_query_passes_the_guard_and_a_bad_contract_filter_does_n
         compute.snapshot_sql(CONTRACT, present, at_us=0),
         compute.entity_sql(CONTRACT),
     ):
-        spark_sql = to_spark_sql(sql)
-        assert "ASOF" not in spark_sql.upper() and "QUALIFY" not in spark_sql.upper()
+        tree = sqlglot.parse_one(to_spark_sql(sql), read="spark")
+        assert not [j for j in tree.find_all(exp.Join) if j.args.get("method")]
+        assert not list(tree.find_all(exp.Qualify)) and not list(tree.find_all(exp.Anonymous))
     features = [
         f.model_copy(update={"filter": "regexp_full(event_type, 'log')"}) if f.name == "sessions_30d" else f
         for f in CONTRACT.features
