@@ -216,6 +216,8 @@ def render(results: list[dict], args: argparse.Namespace) -> str:
         )
     lines += [
         "",
+        *notes(results),
+        "",
         "Raw times (s): "
         + json.dumps(
             [
@@ -227,6 +229,28 @@ def render(results: list[dict], args: argparse.Namespace) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def notes(results: list[dict]) -> list[str]:
+    """What the figures say about when Spark pays off, from the largest size measured."""
+    r = results[-1]
+    ratio = r["spark"]["warm"] / r["duckdb_ours"]["median"]
+    memory = r["spark"]["rss"] / r["duckdb_ours"]["rss"]
+    rate = r["snapshots"] / r["duckdb_ours"]["median"] / (os.cpu_count() or 1)
+    return [
+        "## Where Spark pays off",
+        "",
+        f"- Here Spark `local[*]` is {ratio:.0f}x slower than DuckDB and needs {memory:.0f}x its memory",
+        "  for the same table: the JVM, a scheduling round per stage (the grid plan is a few dozen",
+        "  shuffles, joins and windows) and one file per snapshot day through Hadoop's committer cost",
+        "  far more than the arithmetic. Every Spark build produced the DuckDB table value for value.",
+        f"- DuckDB builds about {rate:,.0f} snapshots per second per core here and spills to disk: one",
+        "  machine stays the right engine while the lake and the table fit its disk. Spark pays off when",
+        "  they do not, on a cluster whose cores outnumber this ratio by far; its fixed per-stage cost",
+        "  shrinks relative to the work only as the data grows.",
+        "- DuckDB (ours) vs DuckDB (main): the portable SQL (running maximum instead of ASOF JOIN, integer",
+        "  sums) against the previous DuckDB-only SQL, same lake, one after the other.",
+    ]
 
 
 def main() -> None:
@@ -242,8 +266,9 @@ def main() -> None:
         customers, days = (int(x) for x in size.split("x"))
         results.append(bench_size(customers, days, args))
         print(json.dumps(results[-1], default=str), flush=True)
-    args.out.write_text(render(results, args), encoding="utf-8")
-    print(f"wrote {args.out}")
+        # After every size: a long run that is stopped still leaves what it measured.
+        args.out.write_text(render(results, args), encoding="utf-8")
+        print(f"wrote {args.out}", flush=True)
 
 
 if __name__ == "__main__":
