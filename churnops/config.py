@@ -6,6 +6,8 @@
   (default `<home>/mlruns/artifacts`).
 - `CHURNOPS_FEATURE_STORE_YAML`: the `feature_store.yaml` Feast opens
   (default `feature_repo/feature_store.yaml`).
+- `CHURNOPS_ENGINE`: what computes the feature snapshots, `duckdb` (default, in process) or
+  `spark` (the same SQL on a Spark session; `features.spark_engine`).
 
 The values are checked here, once, when the workspace opens, so a typo fails before any
 stage starts with a message that says what to set instead.
@@ -25,6 +27,8 @@ from churnops.storage.layout import FEATURE_STORE_YAML_ENV
 
 TRACKING_URI_ENV = "CHURNOPS_TRACKING_URI"
 ARTIFACT_ROOT_ENV = "CHURNOPS_ARTIFACT_ROOT"
+ENGINE_ENV = "CHURNOPS_ENGINE"
+ENGINES = ("duckdb", "spark")
 
 TRACKING_EXAMPLE = "postgresql+psycopg://postgres@127.0.0.1:5432/mlflow"
 
@@ -41,11 +45,13 @@ class Backends:
         tracking_uri: The MLflow tracking and registry URI.
         artifact_root: The folder of the MLflow experiment's artifacts (absolute).
         feature_store_yaml: The Feast `feature_store.yaml` (absolute, an existing file).
+        engine: What computes the feature snapshots (`ENGINES`).
     """
 
     tracking_uri: str | None = None
     artifact_root: Path | None = None
     feature_store_yaml: Path | None = None
+    engine: str = "duckdb"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Backends:
@@ -64,11 +70,32 @@ class Backends:
         tracking = env.get(TRACKING_URI_ENV, "").strip()
         artifacts = env.get(ARTIFACT_ROOT_ENV, "").strip()
         yaml_file = env.get(FEATURE_STORE_YAML_ENV, "").strip()
+        engine = env.get(ENGINE_ENV, "").strip()
         return cls(
             tracking_uri=check_tracking_uri(tracking) if tracking else None,
             artifact_root=check_artifact_root(artifacts) if artifacts else None,
             feature_store_yaml=check_feature_store_yaml(yaml_file) if yaml_file else None,
+            engine=check_engine(engine, origin=ENGINE_ENV) if engine else "duckdb",
         )
+
+
+def check_engine(value: str, *, origin: str) -> str:
+    """Check the name of a feature engine.
+
+    Args:
+        value: The name, any case (`duckdb` or `spark`).
+        origin: Where it came from, for the message (a variable or an option).
+
+    Returns:
+        The name in lower case.
+
+    Raises:
+        ConfigError: When it names no engine.
+    """
+    name = value.strip().lower()
+    if name not in ENGINES:
+        raise ConfigError(f"{origin}={value!r} is not a feature engine: use one of {', '.join(ENGINES)}")
+    return name
 
 
 def check_tracking_uri(value: str) -> str:

@@ -81,6 +81,7 @@ def step_features(ws: Workspace, opts: DemoOptions) -> str:
         features_dir=ws.features,
         contract=load_feature_contract(),
         memory_limit=os.environ.get(MEMORY_LIMIT_ENV) or None,
+        engine=ws.backends.engine,
     )
     return (
         f"{report.snapshots_computed:,} snapshots for {report.customers:,} customers "

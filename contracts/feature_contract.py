@@ -111,6 +111,9 @@ class Feature(_Strict):
     filter: str | None = None
     default: int | float | str | bool
     cap: int | float | None = None
+    # Sums and means add whole multiples of 10^-decimals (each value rounded half away from
+    # zero), so the total is exact whatever the engine, plan or summation order.
+    decimals: int = Field(default=6, ge=0, le=9)
     min: float | None = None
     max: float | None = None
     allowed_values: list[str] | None = None

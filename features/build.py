@@ -480,6 +480,17 @@ def memory_limit_bytes(memory_limit: str | None) -> int:
     return parse_size(memory_limit, setting=MEMORY_LIMIT_ENV) if memory_limit else default_memory_limit()
 
 
+def _build_elsewhere(
+    engine: str, lake_dir: Path, features_dir: Path, contract: FeatureContract, until: datetime | None
+) -> BuildReport:
+    """A build on an engine other than DuckDB: `spark` (`features.spark_engine`)."""
+    if engine != "spark":
+        raise ValueError(f"unknown feature engine {engine!r}: use duckdb or spark")
+    from churnops.features.spark_engine import build_with_spark
+
+    return build_with_spark(lake_dir=lake_dir, features_dir=features_dir, contract=contract, until=until)
+
+
 def build_features(
     *,
     lake_dir: Path,
@@ -489,6 +500,7 @@ def build_features(
     full: bool = False,
     memory_limit: str | None = None,
     spill_dir: Path | None = None,
+    engine: str = "duckdb",
 ) -> BuildReport:
     """Compute snapshots at the contract's grain for the contract's population up to `until`.
 
@@ -505,6 +517,7 @@ def build_features(
         memory_limit: The memory the build may use, e.g. `4GB` (default: a quarter of the
             machine's, `churnops.storage.duck.default_memory_limit`).
         spill_dir: Where DuckDB spills what does not fit (default: `<features_dir>/.spill`).
+        engine: `duckdb` (in process) or `spark` (`features.spark_engine`; always a full build).
 
     Returns:
         What the build did.
@@ -515,6 +528,8 @@ def build_features(
             runs out of memory and spill space.
         MemorySettingError: When `memory_limit` is not a size.
     """
+    if engine != "duckdb":
+        return _build_elsewhere(engine, lake_dir, features_dir, contract, until)
     layout = Layout.of(contract)
     until_us = (to_us(until or datetime.now(tz=UTC)) // layout.grain_us) * layout.grain_us
     limit = memory_limit_bytes(memory_limit)

@@ -1,4 +1,4 @@
-"""Snapshot computation in DuckDB SQL, generated from the feature contract.
+"""Snapshot computation in portable SQL, generated from the feature contract.
 
 A snapshot of customer c at time S aggregates c's records whose event time lies in
 (S - window, S]. Times are handled as integer microseconds since the epoch, so nothing depends
@@ -13,10 +13,18 @@ on the session's time zone. Three equivalent plans compute the window aggregates
 - `snapshot`: every target at one and the same time (a refresh at 10:37 of every customer):
   one scan of each source's lookback, grouped by customer, with no per-target join.
 
-Latest-record features (`days_since_last`, `as_of` of a non-entity source) use an ASOF join in
-the first two plans and a grouped maximum in the third. The entity source (customers) is the
-source whose `as_of` feature reads the source's own timestamp column (signup_date): a
-customer's snapshots start at the first boundary at or after that time.
+Latest-record features (`days_since_last`, `as_of` of a non-entity source) take, in the first
+two plans, a running maximum of the record times over the records and targets merged in time
+order (what an ASOF join does), and in the third a grouped maximum; an `as_of` value is then
+joined on (customer, that time). Sums and means add integers (`Feature.decimals`), so their bits
+never depend on the order of the terms.
+
+The SQL is written in DuckDB's dialect but uses only what Spark reads the same way once SQLGlot
+transpiles it (`features.spark_engine`): no ASOF JOIN, no QUALIFY, no GROUP BY ALL, no structs;
+the one engine-specific expression, a timestamp's epoch microseconds, comes from `epoch_us_sql`.
+The entity source (customers) is the source whose `as_of` feature reads the source's own
+timestamp column (signup_date): a customer's snapshots start at the first boundary at or after
+that time.
 """
 
 from __future__ import annotations
@@ -132,6 +140,53 @@ def lookbacks(contract: FeatureContract) -> dict[str, int | None]:
     return {name: None if name in whole else widest.get(name) for name in layout.timestamps}
 
 
+def epoch_us_sql(column: str, *, dialect: str) -> str:
+    """A timestamp or date column as integer microseconds since the epoch, in one engine's SQL.
+
+    A DATE is taken as its midnight in UTC and a zoned timestamp as its instant; naive
+    timestamps are read as UTC. Both engines' sessions run in UTC (`storage.duck`,
+    `features.spark_engine`), which the casts rely on.
+
+    Args:
+        column: The column name (unquoted).
+        dialect: `duckdb` or `spark`.
+
+    Returns:
+        The SQL expression.
+
+    Raises:
+        ValueError: For another dialect.
+    """
+    functions = {"duckdb": "epoch_us", "spark": "unix_micros"}
+    if dialect not in functions:
+        raise ValueError(f"no epoch conversion for dialect {dialect!r}; known: {', '.join(functions)}")
+    quoted = _q(column) if dialect == "duckdb" else "`" + column.replace("`", "``") + "`"
+    return f"{functions[dialect]}(CAST({quoted} AS TIMESTAMP))"
+
+
+def entity_sql(contract: FeatureContract) -> str:
+    """The query behind view `entity`: one row per customer from the entity source's view.
+
+    The latest ingested row of each customer wins (ties on `ingested_us` go to the later start,
+    so every engine picks the same row), with `start_us` (the signup time) and `first_us` (the
+    first boundary at or after it).
+
+    Args:
+        contract: The feature contract.
+
+    Returns:
+        The SELECT statement.
+    """
+    layout = Layout.of(contract)
+    g = layout.grain_us
+    return (
+        f"SELECT *, ((start_us + {g} - 1) // {g}) * {g} AS first_us FROM ("
+        f"SELECT *, ts_us AS start_us, row_number() OVER (PARTITION BY {_q(layout.key)} "
+        f"ORDER BY ingested_us DESC, ts_us DESC) AS entity_rank "
+        f"FROM {_q('src_' + layout.entity_source)}) ranked WHERE entity_rank = 1"
+    )
+
+
 def register_sources(
     con: duckdb.DuckDBPyConnection,
     *,
@@ -167,8 +222,7 @@ def register_sources(
             continue
         present.add(name)
         glob = source_glob(lake_dir, name).replace("'", "''")
-        # A DATE column casts to midnight without a zone; a TIMESTAMPTZ is read in UTC.
-        ts = f"epoch_us(CAST({_q(ts_col)} AS TIMESTAMP))"
+        ts = epoch_us_sql(ts_col, dialect="duckdb")
         lookback = reach.get(name)
         where = (
             f"WHERE {_q(ts_col)} >= make_timestamptz({snapshots_from_us - lookback})"
@@ -181,17 +235,11 @@ def register_sources(
         kind = "TABLE" if snapshots_from_us is None else "VIEW"
         con.execute(
             f"CREATE OR REPLACE TEMP {kind} {_q('src_' + name)} AS "
-            f"SELECT *, {ts} AS ts_us, epoch_us(ingested_at) AS ingested_us "
+            f"SELECT *, {ts} AS ts_us, {epoch_us_sql('ingested_at', dialect='duckdb')} AS ingested_us "
             f"FROM read_parquet('{glob}', union_by_name = true, hive_partitioning = false) {where}"
         )
     if layout.entity_source in present:
-        g = layout.grain_us
-        con.execute(
-            f"CREATE OR REPLACE VIEW entity AS "
-            f"SELECT *, ts_us AS start_us, ((ts_us + {g} - 1) // {g}) * {g} AS first_us "
-            f"FROM {_q('src_' + layout.entity_source)} "
-            f"QUALIFY row_number() OVER (PARTITION BY {_q(layout.key)} ORDER BY ingested_us DESC) = 1"
-        )
+        con.execute(f"CREATE OR REPLACE VIEW entity AS {entity_sql(contract)}")
     return present
 
 
@@ -228,36 +276,91 @@ def _as_of_expr(feature: Feature, layout: Layout, present: set[str]) -> str | No
     return f"COALESCE({latest}, {fallback})"
 
 
-def _latest_joins(contract: FeatureContract, present: set[str]) -> tuple[str, dict[str, str]]:
-    """ASOF joins for latest-record features, and their value expressions."""
+def _scaled(feature: Feature, column: str) -> str:
+    """A value of a sum or mean feature as a whole number of 10^-decimals (`Feature.decimals`)."""
+    return f"CAST(round({column} * CAST({10**feature.decimals} AS DOUBLE)) AS BIGINT)"
+
+
+def _from_scaled(feature: Feature, *, total: str, count: str) -> str:
+    """A sum or mean from its integer total and its count of values; NULL (the default) when empty.
+
+    One division, so the result is the double nearest the exact sum or mean on every engine.
+    """
+    unit = 10**feature.decimals
+    scale = unit if feature.aggregation == "sum" else f"{count} * {unit}"
+    divisor = f"CAST({scale} AS DOUBLE)"
+    return f"CASE WHEN {count} > 0 THEN CAST({total} AS DOUBLE) / {divisor} END"
+
+
+def _days_since(feature: Feature, *, at: str, last: str) -> str:
+    """Whole days from the latest record at `last` to `at`, capped; NULL beyond the window."""
+    age = f"({at} - {last})"
+    whole_days = f"{age} // {DAY_US}"
+    capped = f"least({whole_days}, {feature.cap})" if feature.cap is not None else whole_days
+    return f"CASE WHEN {age} < {window_us(feature)} THEN {capped} END"
+
+
+def _latest_cte(feature: Feature, *, key: str) -> str:
+    """The time of each target's latest matching record at or before the target: an ASOF join.
+
+    Records and targets are merged per customer in time order (records first on a tie, since a
+    record at S belongs to S) and a running maximum of the record times is read at each target.
+    """
+    src = _q("src_" + feature.source)
+    lower = (
+        f" AND ts_us > (SELECT min({KEY_TS}) FROM {TARGETS}) - {window_us(feature)}"
+        if feature.aggregation == "days_since_last"
+        else ""
+    )
+    records = (
+        f"SELECT {key}, ts_us AS t_us, 0 AS is_target, ts_us AS rec_us FROM {src} "
+        f"WHERE ts_us <= (SELECT max({KEY_TS}) FROM {TARGETS}){lower} "
+        f"AND {key} IN (SELECT {key} FROM {TARGETS}) AND {_filter(feature)}"
+    )
+    targets = f"SELECT {key}, {KEY_TS} AS t_us, 1 AS is_target, CAST(NULL AS BIGINT) AS rec_us FROM {TARGETS}"
+    running = (
+        f"max(rec_us) OVER (PARTITION BY {key} ORDER BY t_us, is_target "
+        f"ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS last_us"
+    )
+    return (
+        f"{_q('l_' + feature.name)} AS (SELECT {key}, t_us AS {KEY_TS}, last_us FROM ("
+        f"SELECT {key}, t_us, is_target, {running} FROM ({records} UNION ALL {targets}) merged"
+        f") ordered WHERE is_target = 1)"
+    )
+
+
+def _latest_joins(contract: FeatureContract, present: set[str]) -> tuple[list[str], str, dict[str, str]]:
+    """Latest-record features: their CTEs, joins and value expressions.
+
+    Returns:
+        The common table expressions, the joins onto `targets t` (the entity first), and per
+        `days_since_last` feature its value expression.
+    """
     layout = Layout.of(contract)
     key = _q(layout.key)
+    ctes: list[str] = []
     joins: list[str] = []
     exprs: dict[str, str] = {}
     if layout.entity_source in present:
         joins.append(f"LEFT JOIN entity e ON e.{key} = t.{key}")
     for f in contract.features:
-        if f.source not in present or f.source == layout.entity_source:
+        latest = f.aggregation in ("days_since_last", "as_of")
+        if not latest or f.source not in present or f.source == layout.entity_source:
             continue
-        alias = _q("asof_" + f.name)
-        src = _q("src_" + f.source)
+        last = _q("l_" + f.name)
+        ctes.append(_latest_cte(f, key=key))
+        joins.append(f"LEFT JOIN {last} ON {last}.{key} = t.{key} AND {last}.{KEY_TS} = t.{KEY_TS}")
         if f.aggregation == "days_since_last":
-            joins.append(
-                f"ASOF LEFT JOIN (SELECT {key}, ts_us FROM {src} WHERE {_filter(f)}) {alias} "
-                f"ON {alias}.{key} = t.{key} AND t.{KEY_TS} >= {alias}.ts_us"
-            )
-            age = f"(t.{KEY_TS} - {alias}.ts_us)"
-            whole_days = f"{age} // {DAY_US}"
-            capped = f"least({whole_days}, {f.cap})" if f.cap is not None else whole_days
-            exprs[f.name] = f"CASE WHEN {age} < {window_us(f)} THEN {capped} END"
-        elif f.aggregation == "as_of":
-            # Ties on the event time resolve to the greatest value, so a rebuild is deterministic.
-            joins.append(
-                f"ASOF LEFT JOIN (SELECT {key}, ts_us, max({_q(f.column or '')}) AS val FROM {src} "
-                f"WHERE {_filter(f)} GROUP BY ALL) {alias} "
-                f"ON {alias}.{key} = t.{key} AND t.{KEY_TS} >= {alias}.ts_us"
-            )
-    return " ".join(joins), exprs
+            exprs[f.name] = _days_since(f, at=f"t.{KEY_TS}", last=f"{last}.last_us")
+            continue
+        # Ties on the event time resolve to the greatest value, so a rebuild is deterministic.
+        alias = _q("asof_" + f.name)
+        joins.append(
+            f"LEFT JOIN (SELECT {key}, ts_us, max({_q(f.column or '')}) AS val FROM {_q('src_' + f.source)} "
+            f"WHERE {_filter(f)} GROUP BY {key}, ts_us) {alias} "
+            f"ON {alias}.{key} = t.{key} AND {alias}.ts_us = {last}.last_us"
+        )
+    return ctes, " ".join(joins), exprs
 
 
 def _window_features(contract: FeatureContract, present: set[str]) -> dict[str, list[Feature]]:
@@ -294,13 +397,13 @@ def exact_sql(contract: FeatureContract, present: set[str]) -> str:
             elif f.aggregation == "count_distinct_days":
                 cols.append(f"count(DISTINCT r.ts_us // {DAY_US}) FILTER (WHERE {inside}) AS {name}")
             else:
-                # A float sum's last bits depend on the order of its terms, and DuckDB's parallel
-                # scans vary it: summing in (time, value) order makes every recomputation of a
-                # snapshot (a refresh, the next build) return the same bits, so the offline
-                # table and the online store keep agreeing exactly.
                 column = f"r.{_q(f.column or '')}"
-                agg = "sum" if f.aggregation == "sum" else "avg"
-                cols.append(f"{agg}({column} ORDER BY r.ts_us, {column}) FILTER (WHERE {inside}) AS {name}")
+                total, count = _q("s_" + f.name), _q("c_" + f.name)
+                cols.append(f"sum({_scaled(f, column)}) FILTER (WHERE {inside}) AS {total}")
+                cols.append(f"count({column}) FILTER (WHERE {inside}) AS {count}")
+                w = _q("w_" + source)
+                aggregates[f.name] = _from_scaled(f, total=f"{w}.{total}", count=f"{w}.{count}")
+                continue
             aggregates[f.name] = f"{_q('w_' + source)}.{name}"
         cte = _q("w_" + source)
         ctes.append(
@@ -309,7 +412,8 @@ def exact_sql(contract: FeatureContract, present: set[str]) -> str:
             f"AND r.ts_us > t.{KEY_TS} - {widest[source]} GROUP BY t.{key}, t.{KEY_TS})"
         )
         joins.append(f"LEFT JOIN {cte} ON {cte}.{key} = t.{key} AND {cte}.{KEY_TS} = t.{KEY_TS}")
-    latest_joins, latest = _latest_joins(contract, present)
+    latest_ctes, latest_joins, latest = _latest_joins(contract, present)
+    ctes += latest_ctes
     aggregates.update(latest)
     with_clause = f"WITH {', '.join(ctes)} " if ctes else ""
     return (
@@ -360,15 +464,14 @@ def snapshot_sql(contract: FeatureContract, present: set[str], *, at_us: int) ->
                 cols.append(f"count(DISTINCT ts_us // {DAY_US}) FILTER (WHERE {inside}) AS {name}")
             elif f.aggregation == "days_since_last":
                 cols.append(f"max(ts_us) FILTER (WHERE {inside}) AS {name}")
-                age = f"(t.{KEY_TS} - {cte}.{name})"
-                whole_days = f"{age} // {DAY_US}"
-                capped = f"least({whole_days}, {f.cap})" if f.cap is not None else whole_days
-                aggregates[f.name] = f"CASE WHEN {age} < {window_us(f)} THEN {capped} END"
+                aggregates[f.name] = _days_since(f, at=f"t.{KEY_TS}", last=f"{cte}.{name}")
                 continue
             else:
-                # In (time, value) order, as in `exact_sql`: the same bits whichever plan recomputes it.
-                agg = "sum" if f.aggregation == "sum" else "avg"
-                cols.append(f"{agg}({column} ORDER BY ts_us, {column}) FILTER (WHERE {inside}) AS {name}")
+                total, count = _q("s_" + f.name), _q("c_" + f.name)
+                cols.append(f"sum({_scaled(f, column)}) FILTER (WHERE {inside}) AS {total}")
+                cols.append(f"count({column}) FILTER (WHERE {inside}) AS {count}")
+                aggregates[f.name] = _from_scaled(f, total=f"{cte}.{total}", count=f"{cte}.{count}")
+                continue
             aggregates[f.name] = f"{cte}.{name}"
         ctes.append(
             f"{cte} AS (SELECT {key}, {', '.join(cols)} FROM {_q('src_' + source)} "
@@ -381,10 +484,14 @@ def snapshot_sql(contract: FeatureContract, present: set[str], *, at_us: int) ->
         if f.aggregation != "as_of" or f.source not in present or f.source == layout.entity_source:
             continue
         alias = _q("asof_" + f.name)
-        column = _q(f.column or "")
+        src = _q("src_" + f.source)
+        last = (
+            f"(SELECT {key}, max(ts_us) AS last_us FROM {src} WHERE ts_us <= {at_us} AND {_filter(f)} "
+            f"GROUP BY {key}) l"
+        )
         joins.append(
-            f"LEFT JOIN (SELECT {key}, max({{'t': ts_us, 'v': {column}}}).v AS val "
-            f"FROM {_q('src_' + f.source)} WHERE ts_us <= {at_us} AND {_filter(f)} GROUP BY {key}) {alias} "
+            f"LEFT JOIN (SELECT v.{key}, max(v.{_q(f.column or '')}) AS val FROM {src} v JOIN {last} "
+            f"ON l.{key} = v.{key} AND l.last_us = v.ts_us WHERE {_filter(f)} GROUP BY v.{key}) {alias} "
             f"ON {alias}.{key} = t.{key}"
         )
     with_clause = f"WITH {', '.join(ctes)} " if ctes else ""
@@ -427,7 +534,7 @@ def _grid_distinct_days(grid: _Grid, feature: Feature, *, src: str, recent: str)
     grid.ctes.append(
         f"{deltas} AS (SELECT {key}, t_us, sum(delta) AS delta FROM ("
         f"SELECT {key}, lo AS t_us, 1 AS delta FROM {days} UNION ALL "
-        f"SELECT {key}, hi AS t_us, -1 AS delta FROM {days}) GROUP BY ALL)"
+        f"SELECT {key}, hi AS t_us, -1 AS delta FROM {days}) bounds GROUP BY {key}, t_us)"
     )
     grid.key_sets.append(f"SELECT {key}, t_us FROM {deltas}")
     grid.joins.append(f"LEFT JOIN {deltas} ON {deltas}.{key} = k.{key} AND {deltas}.t_us = k.t_us")
@@ -457,16 +564,10 @@ def _grid_bucket_sums(grid: _Grid, feature: Feature, *, source: str) -> list[str
         return cols
     column = _q(feature.column or "")
     cols.append(f"count({column}) FILTER (WHERE {_filter(feature)}) AS {_q('c_' + name)}")
-    cols.append(f"sum({column}) FILTER (WHERE {_filter(feature)}) AS {_q('s_' + name)}")
+    cols.append(f"sum({_scaled(feature, column)}) FILTER (WHERE {_filter(feature)}) AS {_q('s_' + name)}")
     grid.windowed.append(f"sum({b}.{_q('c_' + name)}) {frame} AS {_q('c_' + name)}")
     grid.windowed.append(f"sum({b}.{_q('s_' + name)}) {frame} AS {_q('s_' + name)}")
-    n, s = f"k.{_q('c_' + name)}", f"k.{_q('s_' + name)}"
-    # An empty window is the default, never a float sum that cancelled to ~0.
-    grid.aggregates[name] = (
-        f"CASE WHEN {n} > 0 THEN {s} END"
-        if feature.aggregation == "sum"
-        else f"CASE WHEN {n} > 0 THEN {s} / {n} END"
-    )
+    grid.aggregates[name] = _from_scaled(feature, total=f"k.{_q('s_' + name)}", count=f"k.{_q('c_' + name)}")
     return cols
 
 
@@ -489,7 +590,7 @@ def _grid_source(grid: _Grid, source: str, *, features: list[Feature], lower_us:
         b = _q("b_" + source)
         grid.ctes.append(
             f"{b} AS (SELECT {key}, {grid.bucket} AS t_us, {', '.join(cols)} FROM {src} "
-            f"WHERE {recent} GROUP BY ALL)"
+            f"WHERE {recent} GROUP BY {key}, {grid.bucket})"
         )
         grid.key_sets.append(f"SELECT {key}, t_us FROM {b}")
         grid.joins.append(f"LEFT JOIN {b} ON {b}.{key} = k.{key} AND {b}.t_us = k.t_us")
@@ -514,7 +615,8 @@ def grid_sql(contract: FeatureContract, present: set[str], *, lower_us: int) -> 
     grid.key_sets.append(f"SELECT {key}, {KEY_TS} AS t_us FROM {TARGETS}")
     for source, feats in _window_features(contract, present).items():
         _grid_source(grid, source, features=feats, lower_us=lower_us)
-    latest_joins, latest = _latest_joins(contract, present)
+    latest_ctes, latest_joins, latest = _latest_joins(contract, present)
+    grid.ctes += latest_ctes
     grid.aggregates.update(latest)
     window_join = ""
     if grid.windowed:

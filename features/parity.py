@@ -102,8 +102,7 @@ def check_parity(
     contract = contract or load_feature_contract()
     at = at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
     if features_dir is None:
-        # The source reads <features_dir>/<table>/date=*/data.parquet.
-        features_dir = Path(repo_definitions().source.path).parents[2]
+        features_dir = repo_definitions().features_dir
     key = contract.entity.join_key
     customers = _sample_customers(features_dir, contract, at, sample, seed)
     columns = ["customer_id", "feature", "online", "offline", "relative_difference"]

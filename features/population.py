@@ -27,7 +27,7 @@ def _q(identifier: str) -> str:
     return '"' + identifier.replace('"', '""') + '"'
 
 
-def _ends_sql(*, lake_dir: Path, contract: FeatureContract) -> str:
+def ends_sql(*, lake_dir: Path, contract: FeatureContract) -> str:
     """Each ended customer's earliest end time and latest ingestion, or an empty relation."""
     key = _q(contract.entity.join_key)
     rule = contract.population.ends_at if contract.population else None
@@ -66,7 +66,7 @@ def register_population(
         f"SELECT e.{key}, e.first_us, "
         f"least({until_us}, coalesce(((n.end_us - 1) // {g}) * {g}, {until_us})) AS last_us, "
         f"coalesce(n.end_us, {NO_END}) AS end_us, coalesce(n.ingested_us, -1) AS end_ingested_us "
-        f"FROM entity e LEFT JOIN ({_ends_sql(lake_dir=lake_dir, contract=contract)}) n ON n.{key} = e.{key}"
+        f"FROM entity e LEFT JOIN ({ends_sql(lake_dir=lake_dir, contract=contract)}) n ON n.{key} = e.{key}"
     )
     row = con.execute(f"SELECT max(end_ingested_us) FROM {POPULATION}").fetchone()
     return int(row[0]) if row and row[0] is not None else -1

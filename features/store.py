@@ -118,7 +118,7 @@ def apply(store: FeatureStore) -> None:
     """
     from feast.repo_contents import RepoContents
 
-    d = repo_definitions()
+    d = repo_definitions(offline_store=store.config.offline_store.type)
     store.apply([d.entity, d.source, d.view, d.service])
     # `FeatureStore.apply` creates the online tables but, unlike `feast apply`, does not record them
     # in the registry's infra; `feast plan` would then announce tables that already exist.
@@ -148,7 +148,7 @@ def is_applied(store: FeatureStore) -> bool:
     """
     from feast.errors import FeastObjectNotFoundException
 
-    d = repo_definitions()
+    d = repo_definitions(offline_store=store.config.offline_store.type)
     try:
         view = store.get_feature_view(d.view.name)
         store.get_feature_service(d.service.name)

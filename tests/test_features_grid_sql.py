@@ -37,9 +37,12 @@ def test_a_source_adds_its_distinct_day_deltas_before_its_bucket_table() -> None
 def test_a_mean_is_the_default_over_an_empty_window_never_a_division_by_zero() -> None:
     grid = _grid()
     mean = next(f for f in CONTRACT.features if f.aggregation == "mean")
+    assert mean.decimals == 6
     _grid_source(grid, mean.source, features=[mean], lower_us=0)
+    # The total is an integer of millionths: one division by (count x 10^6) gives the mean.
     assert grid.aggregates[mean.name] == (
-        f'CASE WHEN k."c_{mean.name}" > 0 THEN k."s_{mean.name}" / k."c_{mean.name}" END'
+        f'CASE WHEN k."c_{mean.name}" > 0 THEN CAST(k."s_{mean.name}" AS DOUBLE) / '
+        f'CAST(k."c_{mean.name}" * 1000000 AS DOUBLE) END'
     )
 
 

@@ -58,17 +58,26 @@ def build(
             show_default=False,
         ),
     ] = None,
+    engine: Annotated[
+        str | None,
+        typer.Option(
+            help="duckdb (in process) or spark (the same SQL on Spark; always a full build). "
+            "Default: $CHURNOPS_ENGINE, else duckdb."
+        ),
+    ] = None,
     wait: WaitOption = 0.0,
 ) -> None:
     """Compute customer_profile snapshots from the lake (new days and late-touched snapshots only)."""
+    from churnops.config import check_engine
     from churnops.contracts.feature_contract import load_feature_contract
     from churnops.features.build import build_features
 
     ws = workspace(home)
     until_time = _time(until, "--until")
+    chosen = check_engine(engine, origin="--engine") if engine is not None else ws.backends.engine
     writer_lock(ctx, ws, wait=wait)
     _recover_lake(ws)
-    with progress("features build") as step, step("computing customer_profile snapshots from the lake"):
+    with progress("features build") as step, step(f"computing customer_profile snapshots with {chosen}"):
         try:
             report = build_features(
                 lake_dir=ws.lake,
@@ -77,12 +86,13 @@ def build(
                 until=until_time,
                 full=full,
                 memory_limit=memory_limit,
+                engine=chosen,
             )
         except ValueError as exc:
             raise fail(str(exc)) from exc
     console.print(
         f"built {report.snapshots_computed:,} snapshots for {report.customers:,} customers up to "
-        f"{report.until:%Y-%m-%d %H:%M} UTC ({'full' if report.full else 'incremental'}, "
+        f"{report.until:%Y-%m-%d %H:%M} UTC with {chosen} ({'full' if report.full else 'incremental'}, "
         f"{report.late_records:,} late records, {report.partitions_written} partitions, "
         f"{report.chunks} chunks) "
         f"in {report.seconds:.1f}s"
