@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from churnops.settings import Workspace
-from churnops.storage.duck import MEMORY_LIMIT_ENV
+from churnops.storage.layout import MEMORY_LIMIT_ENV
 
 
 @dataclass(frozen=True)

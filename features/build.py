@@ -41,7 +41,8 @@ from churnops.features.chunks import BuildMemoryError, Chunk, mib, plan_chunks, 
 from churnops.features.compute import KEY_TS, Layout
 from churnops.features.population import POPULATION, end_source, register_population
 from churnops.storage.atomic import write_atomic
-from churnops.storage.duck import MEMORY_LIMIT_ENV, default_memory_limit, duckdb_connection, parse_size
+from churnops.storage.duck import default_memory_limit, duckdb_connection, parse_size
+from churnops.storage.layout import MEMORY_LIMIT_ENV
 from churnops.storage.times import from_us, to_us
 
 STATE_FILE = "_build_state.json"

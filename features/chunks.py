@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from churnops.errors import REFUSED, ChurnopsError
-from churnops.storage.duck import MEMORY_LIMIT_ENV
+from churnops.storage.layout import MEMORY_LIMIT_ENV
 
 # Peak memory per computed row while a chunk is in flight: DuckDB's grid (targets, per-bucket
 # joins, window sorts) and the Arrow copies the chunk passes through on its way to Parquet.

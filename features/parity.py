@@ -58,15 +58,23 @@ def _sample_customers(
     key = contract.entity.join_key
     if not list_partitions(features_dir, contract):
         return []
+    # A refresh at `at` appends exactly the customers it loads online (the contract's population
+    # then): those are the ones both sides must hold. A churned customer has no online row, while
+    # the offline join may still find its last snapshot from before its churn within the ttl.
+    # At a time that was not a refresh, every customer with a snapshot by then is compared.
     with duckdb_connection() as con:
-        ids = [
-            r[0]
-            for r in con.execute(
-                f"SELECT DISTINCT {key} FROM read_parquet(?, hive_partitioning = false) "
-                f"WHERE {SNAPSHOT_TS} <= ? ORDER BY {key}",
-                [table_glob(features_dir, contract), at],
-            ).fetchall()
-        ]
+        ids: list[str] = []
+        for condition in (f"{SNAPSHOT_TS} = ?", f"{SNAPSHOT_TS} <= ?"):
+            ids = [
+                r[0]
+                for r in con.execute(
+                    f"SELECT DISTINCT {key} FROM read_parquet(?, hive_partitioning = false) "
+                    f"WHERE {condition} ORDER BY {key}",
+                    [table_glob(features_dir, contract), at],
+                ).fetchall()
+            ]
+            if ids:
+                break
     rng = np.random.default_rng(seed)
     return sorted(rng.choice(ids, size=min(sample, len(ids)), replace=False).tolist()) if ids else []
 

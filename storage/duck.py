@@ -17,7 +17,6 @@ from churnops.errors import ChurnopsError
 # default (80%) leaves nothing for the Arrow results a step holds beside it, nor for other work.
 MACHINE_SHARE = 0.25
 # The setting naming that limit instead (e.g. `4GB`); the command line reads it.
-MEMORY_LIMIT_ENV = "CHURNOPS_MEMORY_LIMIT"
 _UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12}
 _UNITS |= {"KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
 

@@ -14,6 +14,8 @@ from pathlib import Path
 HOME_ENV = "CHURNOPS_HOME"
 # A `feature_store.yaml` selecting other backends than the embedded default one.
 FEATURE_STORE_YAML_ENV = "CHURNOPS_FEATURE_STORE_YAML"
+# The memory a feature build or refresh may use, e.g. `4GB` (`churnops.storage.duck.parse_size`).
+MEMORY_LIMIT_ENV = "CHURNOPS_MEMORY_LIMIT"
 
 DATA_DIR = Path("data")
 LANDING_DIR = DATA_DIR / "landing"

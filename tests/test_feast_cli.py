@@ -114,6 +114,9 @@ def test_the_feast_cli_applies_plans_and_materializes_from_the_feature_repo(home
     from churnops.features.online import read_online
 
     latest = read_latest(features_dir=home / "data" / "features")
+    # Customers who churned before UNTIL have no snapshot in the materialized interval.
+    latest = latest[latest["snapshot_ts"] == UNTIL].reset_index(drop=True)
+    assert len(latest) > 0
     online = read_online(store=open_store(home=home), customer_ids=latest["customer_id"].tolist())
     assert (online["snapshot_ts"] == UNTIL).all()
     for name in CONTRACT.feature_names:

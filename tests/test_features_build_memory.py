@@ -17,8 +17,9 @@ from churnops.features import build as build_module
 from churnops.features.build import build_features
 from churnops.features.chunks import BuildMemoryError, Chunk, plan_chunks, spans_per_day
 from churnops.features.table import read_table
-from churnops.storage.duck import MEMORY_LIMIT_ENV, MemorySettingError, parse_size
+from churnops.storage.duck import MemorySettingError, parse_size
 from churnops.storage.lake import write_partition
+from churnops.storage.layout import MEMORY_LIMIT_ENV
 
 DAYS = 40
 UNTIL = START + timedelta(days=DAYS)

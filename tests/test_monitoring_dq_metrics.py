@@ -220,7 +220,9 @@ def test_an_unreadable_part_is_reported_and_the_rest_still_exported(tmp_path: Pa
 
 
 def test_the_service_exports_them_on_metrics(home: Path, tmp_path: Path) -> None:
-    settings = ServingSettings(predictions_dir=tmp_path / "predictions", data_quality_home=home)
+    settings = ServingSettings(
+        predictions_dir=tmp_path / "predictions", audit_db=tmp_path / "audit.db", data_quality_home=home
+    )
     service = create_app(tracking_uri="sqlite:///unused.db", settings=settings, store_factory=_never)
     # No lifespan: /metrics answers from the registry alone, before any model or store is opened.
     response = TestClient(service).get("/metrics")

@@ -48,7 +48,8 @@ def workspace(home: Path | None, *, create: bool = False) -> Workspace:
 
     Args:
         home: The `--home` option's value.
-        create: Whether the command creates workspaces (`demo`, `generate`, `ingest --source`);
+        create: Whether the command creates workspaces (`demo`, `generate`, `ingest --source`,
+            `stream run` and `stream replay`, which fill a new lake from elsewhere);
             every other command needs an existing home, so a mistyped path fails instead of
             growing a new workspace.
 

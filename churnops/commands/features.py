@@ -12,7 +12,7 @@ import typer
 from churnops.commands.common import HomeOption, WaitOption, console, fail, workspace, writer_lock
 from churnops.commands.progress import progress
 from churnops.settings import Workspace
-from churnops.storage.duck import MEMORY_LIMIT_ENV
+from churnops.storage.layout import MEMORY_LIMIT_ENV
 
 if TYPE_CHECKING:
     from feast import FeatureStore
@@ -77,7 +77,7 @@ def build(
     chosen = check_engine(engine, origin="--engine") if engine is not None else ws.backends.engine
     writer_lock(ctx, ws, wait=wait)
     _recover_lake(ws)
-    with progress("features build") as step, step(f"computing customer_profile snapshots with {chosen}"):
+    with progress("features build") as step, step("computing customer_profile snapshots from the lake"):
         try:
             report = build_features(
                 lake_dir=ws.lake,

@@ -90,7 +90,7 @@ def run_command(
     from churnops.ingestion.stream.consumer import ConsumerSettings
     from churnops.streaming import BackgroundRefresh, OnlineRefresh, commit_lock
 
-    ws = workspace(home)
+    ws = workspace(home, create=True)
     lock = commit_lock(ws, command="churnops stream run", wait=wait)
     guard = threading.Lock()
     hook = None
@@ -184,7 +184,7 @@ def replay_command(
             raise fail(
                 f"--since {since!r} is not an ISO-8601 time such as 2026-07-24T13:05:00Z", code=2
             ) from exc
-    ws = workspace(home)
+    ws = workspace(home, create=True)
     names = _names(ws.home)
     lock = commit_lock(ws, command="churnops stream replay", wait=wait)
     hook = OnlineRefresh(ws=ws, lock=lock) if online else None
