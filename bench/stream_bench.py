@@ -350,7 +350,7 @@ def alternative(ws: Workspace, *, rows: int, runs: int) -> tuple[float, float]:
                 for i, r in enumerate(events)
             ]
             started = time.perf_counter()
-            process_records(records, target=target, marks=None, max_deliver=5)
+            process_records(records, target=target, committed=None, max_deliver=5)
             stream_times.append(time.perf_counter() - started)
     return statistics.median(batch_times), statistics.median(stream_times)
 

@@ -138,26 +138,36 @@ def unsettled_batches(log_db: Path) -> list[dict[str, Any]]:
     return _rows(log_db, "status IN ('running', 'committing')", [])
 
 
-def stream_marks(log_db: Path) -> dict[str, int]:
-    """Per source, the highest stream sequence a committed micro-batch consumed.
+def stream_ranges(log_db: Path, *, since: int = 0) -> dict[str, list[tuple[int, int]]]:
+    """Per source, the sequence ranges of its committed micro-batches, lowest first.
+
+    A range holds every record of its source between its ends (the consumer commits only runs of
+    consecutive sequences), so a sequence inside one was committed and one outside was not,
+    whatever order the broker delivered them in.
 
     Args:
         log_db: The log's SQLite file.
+        since: Only ranges that end at or after this sequence.
 
     Returns:
-        Source → sequence (sources the stream never wrote are absent).
+        Source → its (first, last) ranges (sources the stream never wrote are absent).
     """
     if not log_db.is_file():
         return {}
     db = _open(log_db)
     try:
         rows = db.execute(
-            f"SELECT source, max(stream_last) FROM {TABLE} "
-            "WHERE stream_last IS NOT NULL AND status = 'ok' GROUP BY source"
+            f"SELECT source, stream_first, stream_last FROM {TABLE} "
+            "WHERE stream_last IS NOT NULL AND stream_last >= ? AND status = 'ok' "
+            "ORDER BY source, stream_first",
+            [since],
         ).fetchall()
     finally:
         db.close()
-    return {str(source): int(last) for source, last in rows}
+    ranges: dict[str, list[tuple[int, int]]] = {}
+    for source, first, last in rows:
+        ranges.setdefault(str(source), []).append((int(first), int(last)))
+    return ranges
 
 
 def _rows(log_db: Path, where: str | None, args: list[Any]) -> list[dict[str, Any]]:

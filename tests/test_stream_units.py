@@ -1,4 +1,4 @@
-"""The consumer's decisions without a broker: marks, dead letters, decoding, the append's files."""
+"""The consumer's decisions without a broker: committed ranges, dead letters, decoding, the append's files."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 
 from churnops.contracts.source_contract import load_source_contracts
 from churnops.ingestion.broker import encode_row
-from churnops.ingestion.log import stream_marks
+from churnops.ingestion.log import stream_ranges
 from churnops.ingestion.stream.append import StreamTarget
 from churnops.ingestion.stream.consumer import process_records
 from churnops.ingestion.stream.records import StreamRecord, as_text, decode
@@ -79,10 +79,10 @@ def test_a_micro_batch_is_written_once_and_its_redelivery_only_acknowledged(tmp_
     target = _target(tmp_path)
     second = CUSTOMER | {"customer_id": "CUST-000002", "signup_date": "2026-10-02"}
     batch = [_record(10, CUSTOMER), _record(11, second), _record(12, CUSTOMER | {"plan_type": "gold"})]
-    done = process_records(batch, target=target, marks=stream_marks(target.log_db), max_deliver=5)
+    done = process_records(batch, target=target, committed=stream_ranges(target.log_db), max_deliver=5)
     (appended,) = done.appended
     assert (appended.received, appended.accepted, appended.quarantined, appended.duplicates) == (3, 2, 1, 0)
-    assert stream_marks(target.log_db) == {"customers": 12}
+    assert stream_ranges(target.log_db) == {"customers": [(10, 12)]}
     names = sorted(str(p.relative_to(target.lake_dir)) for p in target.lake_dir.rglob("*.parquet"))
     assert names == [
         "customers/date=2026-10-01/stream-000000000010-000000000012.parquet",
@@ -96,14 +96,37 @@ def test_a_micro_batch_is_written_once_and_its_redelivery_only_acknowledged(tmp_
     assert quarantine.select(["_sequence", "_rule"]).to_pylist() == [
         {"_sequence": "12", "_rule": "accepted_values"}
     ]
-    again = process_records(batch, target=target, marks=stream_marks(target.log_db), max_deliver=5)
+    again = process_records(batch, target=target, committed=stream_ranges(target.log_db), max_deliver=5)
     assert (again.appended, again.skipped, again.dead) == ([], 3, [])
+
+
+def test_records_a_killed_consumer_left_are_written_when_they_come_back_behind_newer_ones(
+    tmp_path: Path,
+) -> None:
+    target = _target(tmp_path)
+    rows = [CUSTOMER | {"customer_id": f"CUST-{i:06d}"} for i in range(6)]
+    # The successor fetched 4-5 first; 1-2 come back with 7 after the acknowledgement wait.
+    newer = process_records(
+        [_record(4, rows[4]), _record(5, rows[5])],
+        target=target,
+        committed=stream_ranges(target.log_db),
+        max_deliver=5,
+    )
+    assert [(a.first, a.last) for a in newer.appended] == [(4, 5)]
+    back = [_record(1, rows[1], deliveries=2), _record(2, rows[2], deliveries=2), _record(7, rows[0])]
+    done = process_records(back, target=target, committed=stream_ranges(target.log_db), max_deliver=5)
+    assert [(a.first, a.last, a.accepted) for a in done.appended] == [(1, 2, 2), (7, 7, 1)]
+    assert stream_ranges(target.log_db) == {"customers": [(1, 2), (4, 5), (7, 7)]}
+    again = process_records(
+        [*back, _record(3, rows[3])], target=target, committed=stream_ranges(target.log_db), max_deliver=5
+    )
+    assert ([(a.first, a.last) for a in again.appended], again.skipped) == ([(3, 3)], 3)
 
 
 def test_records_that_cannot_go_anywhere_are_dead_letters(tmp_path: Path) -> None:
     target = _target(tmp_path)
     batch = [_record(1, CUSTOMER, source="invoices"), _record(2, CUSTOMER, deliveries=6)]
-    done = process_records(batch, target=target, marks={}, max_deliver=5)
+    done = process_records(batch, target=target, committed={}, max_deliver=5)
     assert done.appended == []
     assert [(r.sequence, reason) for r, reason in done.dead] == [
         (1, "no source contract named 'invoices'"),

@@ -11,10 +11,13 @@ One loop, one durable pull consumer (`broker.ensure_consumer`):
    refreshes the touched customers' features there).
 
 At-least-once delivery plus idempotent writes: a message redelivered after a crash between
-commit and acknowledgement is recognised by its sequence (each source's highest committed
-sequence is in the ingestion log, `log.stream_marks`) and acknowledged without being written
-again. A micro-batch is resolved whole before the next is fetched, so everything of a source at or
-below its mark is committed. A micro-batch whose processing raises is retried in place up to
+commit and acknowledgement is recognised by its sequence (the sequence ranges each source's
+micro-batches committed are in the ingestion log, `log.stream_ranges`) and acknowledged without
+being written again. A sequence above a committed one is not necessarily committed: the messages
+a killed consumer had fetched come back only after the acknowledgement wait, behind newer ones
+its successor fetched meanwhile. So a micro-batch is committed per run of consecutive sequences:
+a range then holds every record of its source between its ends, and the redelivered records,
+outside every range, are written. A micro-batch whose processing raises is retried in place up to
 `max_deliver` times; then its records are tried one by one and those that still fail are moved to
 the dead-letter subject with the reason in a header, and acknowledged. A record the broker has
 already delivered `max_deliver` times (the consumer died on it each time) goes there directly,
@@ -24,12 +27,14 @@ as does a record of a source without a contract.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from itertools import pairwise
 
 import nats.errors
 from nats.aio.client import Client
@@ -47,7 +52,7 @@ from churnops.ingestion.broker import (
     ensure_stream,
     stream_retention,
 )
-from churnops.ingestion.log import stream_marks
+from churnops.ingestion.log import stream_ranges
 from churnops.ingestion.stream.append import Appended, StreamTarget, append_source, compact_source
 from churnops.ingestion.stream.metrics import StreamMetrics
 from churnops.ingestion.stream.records import StreamRecord, decode
@@ -89,7 +94,7 @@ class Committed:
 
     Attributes:
         appended: One entry per source written.
-        skipped: Records at or below their source's mark (committed before; acknowledged only).
+        skipped: Records inside a committed range of their source (acknowledged only).
         dead: (record, reason) moved to the dead-letter subject.
     """
 
@@ -121,15 +126,22 @@ def process_records(
     records: Sequence[StreamRecord],
     *,
     target: StreamTarget,
-    marks: dict[str, int] | None,
+    committed: Mapping[str, Sequence[tuple[int, int]]] | None,
     max_deliver: int,
 ) -> Committed:
     """Commit one micro-batch: skip what is committed, set aside what cannot go, append the rest.
 
+    With `committed` given (the live consumer), each run of consecutive sequences is appended on
+    its own, every source's runs in sequence order, customers first across all runs as within
+    one: a gap may be a record delivered before and not committed yet, which a range spanning it
+    would later skip.
+
     Args:
         records: The micro-batch.
         target: Where things go.
-        marks: Each source's highest committed sequence (None: skip nothing, as a replay does).
+        committed: Each source's committed sequence ranges, lowest first (`log.stream_ranges`);
+            None: skip nothing and append the micro-batch whole, as a replay, which reads the
+            stream in order without gaps, does.
         max_deliver: A record delivered this many times before is moved to dead letters.
 
     Returns:
@@ -138,7 +150,7 @@ def process_records(
     done = Committed()
     fresh = []
     for record in records:
-        if marks is not None and record.sequence <= marks.get(record.source, 0):
+        if committed is not None and _within(committed.get(record.source, ()), record.sequence):
             done.skipped += 1
         elif record.source not in target.contracts:
             done.dead.append((record, f"no source contract named {record.source!r}"))
@@ -146,11 +158,31 @@ def process_records(
             done.dead.append((record, f"delivered {record.deliveries - 1} times without being committed"))
         else:
             fresh.append(record)
-    groups = decode(fresh, target.contracts)
-    order = [s for s in (*SOURCE_NAMES, *sorted(groups)) if s in groups]
-    for source in dict.fromkeys(order):
-        done.appended.append(append_source(groups[source], target.contracts[source], target=target))
+    runs = [
+        decode(run, target.contracts) for run in (_runs(records, fresh) if committed is not None else [fresh])
+    ]
+    present = {source for groups in runs for source in groups}
+    for source in dict.fromkeys(s for s in (*SOURCE_NAMES, *sorted(present)) if s in present):
+        for groups in runs:
+            if source in groups:
+                done.appended.append(append_source(groups[source], target.contracts[source], target=target))
     return done
+
+
+def _within(ranges: Sequence[tuple[int, int]], sequence: int) -> bool:
+    """Whether a sequence lies in one of the (disjoint, lowest first) ranges."""
+    at = bisect.bisect_right(ranges, sequence, key=lambda r: r[0]) - 1
+    return at >= 0 and ranges[at][0] <= sequence <= ranges[at][1]
+
+
+def _runs(records: Sequence[StreamRecord], fresh: list[StreamRecord]) -> list[list[StreamRecord]]:
+    """`fresh` split where the micro-batch's sequences (skipped and dead records too) have a gap."""
+    ordered = sorted(r.sequence for r in records)
+    breaks = [b for a, b in pairwise(ordered) if b != a + 1]
+    runs: list[list[StreamRecord]] = [[] for _ in range(len(breaks) + 1)]
+    for record in fresh:
+        runs[bisect.bisect_right(breaks, record.sequence)].append(record)
+    return [run for run in runs if run]
 
 
 class StreamConsumer:
@@ -275,7 +307,7 @@ class StreamConsumer:
                     crash_point("stream:acked-half")
             await self._nc.flush()
         except (nats.errors.Error, TimeoutError):
-            # Committed but not acknowledged: the broker redelivers, and the marks skip what is committed.
+            # Committed but not acknowledged: the broker redelivers, and the ranges skip what is committed.
             self.metrics.failures.inc()
         self.metrics.count(done, seconds=time.perf_counter() - started, lag=msgs[-1].metadata.num_pending)
         if self.on_commit is not None and done.appended:
@@ -309,7 +341,7 @@ class StreamConsumer:
             done = process_records(
                 records,
                 target=self.target,
-                marks=stream_marks(self.target.log_db),
+                committed=stream_ranges(self.target.log_db, since=min(r.sequence for r in records)),
                 max_deliver=self.settings.max_deliver,
             )
             if self.settings.compact_after > 0:
@@ -420,7 +452,7 @@ def _replay_batch(
     on_commit: Callable[[Committed], None] | None,
 ) -> Committed:
     with lock():
-        done = process_records(batch, target=target, marks=None, max_deliver=settings.max_deliver)
+        done = process_records(batch, target=target, committed=None, max_deliver=settings.max_deliver)
     if on_commit is not None and done.appended:
         on_commit(done)
     return done
