@@ -117,14 +117,18 @@ def step_materialize(ws: Workspace, opts: DemoOptions) -> str:
 
 def step_parity(ws: Workspace, opts: DemoOptions) -> str:
     from churnops.contracts.feature_contract import load_feature_contract
-    from churnops.features.materialize import refresh_time
+    from churnops.features.materialize import last_materialized
     from churnops.features.parity import check_parity
     from churnops.features.store import open_store
 
     contract = load_feature_contract()
+    store = open_store(home=ws.home)
+    at = last_materialized(store, contract)
+    if at is None:
+        raise RuntimeError("nothing was materialized: the materialize step wrote no refresh")
     report = check_parity(
-        store=open_store(home=ws.home),
-        at=refresh_time(None),
+        store=store,
+        at=at,
         sample=contract.parity.sample_size,
         tolerance=contract.parity.tolerance,
         seed=opts.seed,
