@@ -6,6 +6,7 @@ helpers find the current ones in the feature table and the lake, or read a frame
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -72,6 +73,32 @@ def current_features(
         return latest, f"latest snapshot of all {len(latest)} customers (no customers source in the lake)"
     active = select_active(latest=latest, customers=customers, join_key=contract.entity.join_key)
     return active, f"latest snapshot of the {len(active)} active customers"
+
+
+def ended_customers(*, lake_dir: Path, contract: FeatureContract, now: datetime) -> frozenset[str]:
+    """Customers the contract's population has ended by `now` (e.g. churned).
+
+    Args:
+        lake_dir: The lake (the population's end source is read from it).
+        contract: The feature contract (`population.ends_at`).
+        now: The reference time (UTC, timezone-aware).
+
+    Returns:
+        Their ids; empty when the contract ends nobody or the lake has no such source.
+    """
+    import pandas as pd
+
+    from churnops.storage.lake import read_source
+
+    rule = contract.population.ends_at if contract.population else None
+    if rule is None:
+        return frozenset()
+    rows = read_source(lake_dir, rule.source)
+    key = contract.entity.join_key
+    if rows.empty or key not in rows.columns or rule.column not in rows.columns:
+        return frozenset()
+    ends = pd.to_datetime(rows[rule.column], utc=True)
+    return frozenset(rows.loc[ends <= pd.Timestamp(now).tz_convert("UTC"), key].dropna().astype(str))
 
 
 def feature_table(*, features_dir: Path, contract: FeatureContract) -> pd.DataFrame:

@@ -29,7 +29,13 @@ from churnops.monitoring.gate import (
     quality_check,
     require_reason,
 )
-from churnops.monitoring.inputs import current_features, feature_table, lake_contract_report, read_frame
+from churnops.monitoring.inputs import (
+    current_features,
+    ended_customers,
+    feature_table,
+    lake_contract_report,
+    read_frame,
+)
 from churnops.monitoring.quality import check_feature_table, check_training_set
 from churnops.monitoring.recovery import Resolution, reconcile
 from churnops.monitoring.registry import (
@@ -235,7 +241,13 @@ def gate_checks(
     contracts = contract_check(report=lake_contract_report(lake_dir=lake_dir))
     quality = quality_check(
         reports=[
-            check_feature_table(frame=inputs.table, contract=contract, now=now, label=inputs.current_label),
+            check_feature_table(
+                frame=inputs.table,
+                contract=contract,
+                now=now,
+                label=inputs.current_label,
+                ended=ended_customers(lake_dir=lake_dir, contract=contract, now=now),
+            ),
             check_training_set(frame=inputs.train, contract=contract),
         ]
     )

@@ -383,7 +383,12 @@ def join_checks(
 
 
 def check_feature_table(
-    *, frame: pd.DataFrame, contract: FeatureContract, now: datetime, label: str = "feature table"
+    *,
+    frame: pd.DataFrame,
+    contract: FeatureContract,
+    now: datetime,
+    label: str = "feature table",
+    ended: frozenset[str] = frozenset(),
 ) -> QualityReport:
     """Every rule for a feature table (one row per customer per snapshot).
 
@@ -392,6 +397,8 @@ def check_feature_table(
         contract: The feature contract.
         now: The reference time for freshness (UTC, timezone-aware).
         label: How to name the frame in errors.
+        ended: Customers the contract's population has ended by `now` (churned): their last
+            snapshot stays where their churn stopped it, so freshness leaves them out.
 
     Returns:
         The report.
@@ -406,14 +413,19 @@ def check_feature_table(
         unique_key_check(frame=frame, contract=contract),
         *consistency_checks(frame=frame, contract=contract),
         *outlier_checks(frame=frame, contract=contract),
-        freshness_check(
-            snapshot_ts=frame["snapshot_ts"],
-            customer_ids=frame.get(contract.entity.join_key),
-            contract=contract,
-            now=now,
-        ),
+        _freshness_of_population(frame=frame, contract=contract, now=now, ended=ended),
     ]
     return QualityReport(scope="feature_table", rows=len(frame), checks=tuple(checks))
+
+
+def _freshness_of_population(
+    *, frame: pd.DataFrame, contract: FeatureContract, now: datetime, ended: frozenset[str]
+) -> QualityCheck:
+    key = contract.entity.join_key
+    served = frame[~frame[key].isin(ended)] if ended and key in frame.columns else frame
+    return freshness_check(
+        snapshot_ts=served["snapshot_ts"], customer_ids=served.get(key), contract=contract, now=now
+    )
 
 
 def check_training_set(

@@ -91,6 +91,24 @@ def test_freshness_uses_each_customers_latest_snapshot() -> None:
     assert (result.outcome, result.figure, result.threshold) == ("fail", pytest.approx(3.0), 2.0)
 
 
+def test_freshness_leaves_out_customers_the_population_ended() -> None:
+    frame = table(10)
+    churned = frame.loc[3, CONTRACT.entity.join_key]
+    frame.loc[3, "snapshot_ts"] = pd.Timestamp(NOW - timedelta(days=40))
+    kept = check(
+        check_feature_table(frame=frame, contract=CONTRACT, now=NOW, ended=frozenset({churned})),
+        "freshness",
+        "snapshot_ts",
+    )
+    assert kept.outcome == "pass"
+    other = check(
+        check_feature_table(frame=frame, contract=CONTRACT, now=NOW, ended=frozenset({"CUST-999999"})),
+        "freshness",
+        "snapshot_ts",
+    )
+    assert (other.outcome, other.figure) == ("fail", pytest.approx(40 * 24.0))
+
+
 def test_training_set_join_rules() -> None:
     frame = table(200).drop(columns="snapshot_ts")
     frame["event_timestamp"] = pd.Timestamp(NOW)

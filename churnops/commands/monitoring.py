@@ -344,7 +344,7 @@ def quality(
     """The feature contract's data-quality rules; exit 1 on a failed rule, 2 on bad input."""
     from churnops.contracts.feature_contract import load_feature_contract
     from churnops.monitoring.gate import GateError
-    from churnops.monitoring.inputs import feature_table, read_frame
+    from churnops.monitoring.inputs import ended_customers, feature_table, read_frame
     from churnops.monitoring.quality import (
         check_feature_table,
         check_training_set,
@@ -361,7 +361,8 @@ def quality(
         else:
             frame = feature_table(features_dir=ws.features, contract=contract)
             label = f"feature table under {ws.features}"
-        reports = [check_feature_table(frame=frame, contract=contract, now=now, label=label)]
+        ended = ended_customers(lake_dir=ws.lake, contract=contract, now=now)
+        reports = [check_feature_table(frame=frame, contract=contract, now=now, label=label, ended=ended)]
         titles = [f"Feature table ({label})"]
         train, train_label = None, None
         if training_set is not None:
