@@ -203,13 +203,13 @@ def test_the_hourly_refresh_runs_end_to_end(runs: dict[str, Any]) -> None:
 
 
 def test_the_daily_dag_runs_end_to_end(runs: dict[str, Any]) -> None:
-    # `monitor` fails where the command line has no `monitor` command (and its alert fails softly).
-    has_monitor = subprocess.run([str(CHURNOPS), "monitor", "--help"], capture_output=True).returncode == 0
+    # The home has never served a prediction: `monitor` has no log to read (exit 2), so its task
+    # fails and alerts, which is what an operator should hear when nothing is being served.
     assert runs["states"]["model"] == {
         "train": "success",
         "drift": "success",
         "promote": "success",
-        "monitor": "success" if has_monitor else "failed",
+        "monitor": "failed",
     }
 
 
